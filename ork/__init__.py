@@ -1,0 +1,62 @@
+"""ork: the public API. Everything a workflow author or plugin author imports is here;
+the implementation lives in `ork_core` and may move without notice."""
+
+from __future__ import annotations
+
+from ork_core.context import Context, Metrics, TaskLogger
+from ork_core.deferred import Deferred, JobState, JobStatus, JobTracker
+from ork_core.errors import (
+    ConfigError,
+    DuplicateExecutorError,
+    ExecutorDefinitionError,
+    ExecutorImportError,
+    OrkError,
+    PluginError,
+    PluginLoadError,
+    ProjectError,
+    RunNotFoundError,
+    StorageError,
+    TaskError,
+    TaskSkipped,
+    TaskTimeoutError,
+    UnknownExecutorError,
+    WorkflowError,
+)
+from ork_core.executors import ExecutorSpec, executor
+from ork_core.hookspecs import hookimpl, hookspec
+from ork_core.plugins import PLUGIN_API_VERSION
+from ork_core.registry import Register
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PLUGIN_API_VERSION",
+    "ConfigError",
+    "Context",
+    "Deferred",
+    "DuplicateExecutorError",
+    "ExecutorDefinitionError",
+    "ExecutorImportError",
+    "ExecutorSpec",
+    "JobState",
+    "JobStatus",
+    "JobTracker",
+    "Metrics",
+    "OrkError",
+    "PluginError",
+    "PluginLoadError",
+    "ProjectError",
+    "Register",
+    "RunNotFoundError",
+    "StorageError",
+    "TaskError",
+    "TaskLogger",
+    "TaskSkipped",
+    "TaskTimeoutError",
+    "UnknownExecutorError",
+    "WorkflowError",
+    "__version__",
+    "executor",
+    "hookimpl",
+    "hookspec",
+]

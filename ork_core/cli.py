@@ -1,0 +1,517 @@
+"""The ``ork`` command line. Errors print as one message; ``--debug`` shows the traceback.
+
+Exit codes: 0 success, 1 a run (or validation) failed, 2 the input was invalid.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from ork_core.errors import ConfigError, OrkError
+
+STATUS_STYLE = {
+    "success": "green",
+    "failed": "red",
+    "upstream_failed": "red",
+    "cancelled": "yellow",
+    "skipped": "dim",
+    "running": "cyan",
+    "deferred": "magenta",
+    "retrying": "yellow",
+    "queued": "blue",
+    "pending": "dim",
+}
+
+
+class Env:
+    """What every command needs: plugins, the project, storage — built lazily, once."""
+
+    def __init__(self, debug: bool, db: str | None) -> None:
+        self.debug = debug
+        self.db = db
+        self._plugins: Any = None
+
+    @property
+    def plugins(self) -> Any:
+        if self._plugins is None:
+            from ork_core.plugins import build_plugin_manager
+
+            self._plugins = build_plugin_manager()
+        return self._plugins
+
+    def project(self, start: Path | None = None) -> Any:
+        from ork_core.project import Project
+
+        return Project.load(start or Path.cwd(), self.plugins)
+
+    def storage(self, project: Any) -> Any:
+        from ork_core.storage import open_storage, storage_url
+
+        return open_storage(storage_url(self.db, project.dir, project.settings.storage), self.plugins.registry)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def _errors(env: Env, code: int = 2) -> Iterator[None]:
+    try:
+        yield
+    except ConfigError as exc:
+        if env.debug:
+            traceback.print_exc()
+        click.echo("error: invalid input:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(code)
+    except OrkError as exc:
+        if env.debug:
+            traceback.print_exc()
+        _fail(str(exc), code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("--db", metavar="URL", envvar="ORK_DB", help="State database URL (default: .ork/ork.db beside ork.yaml).")
+@click.version_option(package_name="ork-core", prog_name="ork")
+@click.pass_context
+def main(ctx: click.Context, debug: bool, db: str | None) -> None:
+    """ork runs YAML workflows of tasks on pluggable executors."""
+    ctx.obj = Env(debug, db)
+
+
+pass_env = click.make_pass_decorator(Env)
+
+
+# --- executors -------------------------------------------------------------------------------
+
+
+def executor_rows(env: Env, project: Any) -> list[dict[str, Any]]:
+    """Every executor the project can use, without importing any executor module."""
+    import importlib.util
+
+    registry = env.plugins.registry
+    rows: list[dict[str, Any]] = []
+    for name in registry.names("executor"):
+        regs = registry.entries["executor"][name]
+        for reg in regs:
+            conflict = len(regs) > 1
+            others = [r.source.label for r in regs if r is not reg]
+            rows.append(
+                {
+                    "name": name,
+                    "type": name,
+                    "target": reg.target_path,
+                    "source": reg.source.label,
+                    "distribution": reg.source.distribution,
+                    "version": reg.source.version,
+                    "status": "conflict" if conflict else "ok",
+                    "error": f"type name also registered by {', '.join(others)}" if conflict else None,
+                }
+            )
+    for name, entry in project.settings.executors.items():
+        row: dict[str, Any] = {
+            "name": name,
+            "type": entry.type,
+            "target": entry.type,
+            "source": "ork.yaml",
+            "distribution": None,
+            "version": None,
+            "status": "ok",
+            "error": None,
+        }
+        if entry.type in registry.entries["executor"]:
+            regs = registry.entries["executor"][entry.type]
+            if entry.distribution:
+                regs = [r for r in regs if r.source.distribution == entry.distribution]
+            if len(regs) == 1:
+                row.update(target=regs[0].target_path, distribution=regs[0].source.distribution, version=regs[0].source.version)
+            elif len(regs) > 1:
+                row.update(status="conflict", error=f"pick one with 'distribution:': {', '.join(r.source.label for r in regs)}")
+            else:
+                row.update(status="error", error=f"no installed distribution {entry.distribution!r} registers {entry.type!r}")
+        elif ":" in entry.type:
+            module = entry.type.split(":", 1)[0]
+            sys.path.insert(0, str(project.dir))
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            finally:
+                sys.path.remove(str(project.dir))
+            if not found:
+                row.update(status="error", error=f"module {module!r} not found in {project.dir}")
+        else:
+            broken = registry.quarantined_for(entry.type)
+            if broken is not None:
+                row.update(status="error", error=f"plugin {broken.label} failed to load: {broken.error}")
+            else:
+                import difflib
+
+                close = difflib.get_close_matches(entry.type, registry.names("executor"), n=2)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                row.update(status="error", error=f"unknown executor type {entry.type!r}{hint}")
+        rows.append(row)
+    for q in registry.quarantined:
+        rows.append(
+            {
+                "name": q.plugin,
+                "type": None,
+                "target": None,
+                "source": q.label,
+                "distribution": q.distribution,
+                "version": q.version,
+                "status": "error",
+                "error": q.error,
+            }
+        )
+    return rows
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@pass_env
+@click.pass_context
+def executors(ctx: click.Context, env: Env, as_json: bool) -> None:
+    """List every executor available in this project (built-in, plugins, ork.yaml)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with _errors(env):
+        rows = executor_rows(env, env.project())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "type", "source", "status")
+    for row in rows:
+        status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/red]: {row['error']}"
+        table.add_row(row["name"], row["type"] or "-", row["source"], status)
+    Console().print(table)
+
+
+@executors.command("show")
+@click.argument("name")
+@pass_env
+def executors_show(env: Env, name: str) -> None:
+    """Show an executor's config fields and documentation."""
+    with _errors(env):
+        project = env.project()
+        resolved = project.resolve(name) if name in project.settings.executors else None
+        if resolved is None:
+            reg = env.plugins.registry.get("executor", name)
+            from ork_core.executors import spec_of
+
+            spec = spec_of(reg.load())
+            source = reg.source.label
+        else:
+            spec, source = resolved.spec, resolved.source
+    click.echo(f"{name}  ({spec.cls.__module__}:{spec.cls.__qualname__}, from {source})")
+    if spec.doc:
+        click.echo("\n" + spec.doc)
+    for title, model in (("config (ork.yaml)", spec.config_model), ("task keys (workflow)", spec.task_config_model)):
+        if model is None:
+            continue
+        click.echo(f"\n{title}:")
+        schema = model.model_json_schema()
+        required = set(schema.get("required", []))
+        for field_name, info in model.model_fields.items():
+            prop = schema.get("properties", {}).get(field_name, {})
+            kind = prop.get("type") or " | ".join(str(o.get("type", o.get("$ref", "?"))) for o in prop.get("anyOf", [])) or "object"
+            default = "required" if field_name in required else f"default {info.default!r}"
+            doc = f" — {info.description}" if info.description else ""
+            click.echo(f"  {field_name}: {kind} ({default}){doc}")
+    if spec.optional:
+        click.echo(f"\noptional methods: {', '.join(sorted(spec.optional))}")
+
+
+# --- validate ----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("workflows", nargs=-1, type=click.Path(path_type=Path))
+@pass_env
+def validate(env: Env, workflows: tuple[Path, ...]) -> None:
+    """Validate workflow files, or ork.yaml when none is given."""
+    from ork_core.workflow import load_workflow
+
+    problems = []
+    with _errors(env, code=1):
+        if not workflows:
+            project = env.project()
+            problems = project.validate()
+            if not problems:
+                where = project.file or f"{project.dir} (no ork.yaml; built-in executors only)"
+                click.echo(f"ok: {where}: {len(project.settings.executors)} executor(s) valid")
+        for wf in workflows:
+            project = env.project(wf.parent if wf.parent != Path("") else Path.cwd())
+            try:
+                compiled = load_workflow(wf, project)
+                click.echo(f"ok: {wf}: {len(compiled.tasks)} task(s) in {len(compiled.levels)} level(s)")
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+    if problems:
+        click.echo("error: invalid input:", err=True)
+        for p in problems:
+            click.echo(f"  {p}", err=True)
+        sys.exit(1)
+
+
+# --- run / resume --------------------------------------------------------------------------------
+
+
+def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--param {item!r}: expected name=value")
+        params[key] = value
+    return params
+
+
+def _reporter(quiet: bool) -> Any:
+    from ork_core.progress import make_reporter
+
+    return make_reporter(quiet=quiet)
+
+
+@main.command()
+@click.argument("workflow", type=click.Path(path_type=Path))
+@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE", help="A run parameter (repeatable).")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Most tasks running at once.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the run id and the result.")
+@pass_env
+def run(env: Env, workflow: Path, params: tuple[str, ...], concurrency: int | None, quiet: bool) -> None:
+    """Run a workflow and wait for it to finish."""
+    from ork_core.scheduler import Scheduler, coerce_params, create_run, execute
+    from ork_core.workflow import load_workflow
+
+    with _errors(env):
+        project = env.project(workflow.parent if str(workflow.parent) else Path.cwd())
+        compiled = load_workflow(workflow, project)
+        run_params = coerce_params(compiled, _parse_params(params))
+        storage = env.storage(project)
+        run_id = create_run(storage, compiled, run_params)
+    click.echo(f"run {run_id}")
+    reporter = _reporter(quiet)
+    scheduler = Scheduler(
+        project=project, plugins=env.plugins, storage=storage, workflow=compiled, run_id=run_id,
+        params=run_params, reporter=reporter, max_concurrency=concurrency,
+    )
+    with _errors(env):
+        result = execute(scheduler)
+    _finish(env, storage, result, reporter)
+
+
+def _finish(env: Env, storage: Any, result: Any, reporter: Any) -> None:
+    reporter.summary(storage.get_run(result.run_id))
+    for error in result.errors:
+        click.echo(f"warning: {error}", err=True)
+    storage.close()
+    sys.exit(0 if result.status == "success" else 1)
+
+
+@main.command()
+@click.argument("run_id", required=False)
+@click.option("--concurrency", type=click.IntRange(min=1))
+@click.option("--force", is_flag=True, help="Resume even if the recorded process still seems alive.")
+@click.option("--quiet", "-q", is_flag=True)
+@pass_env
+def resume(env: Env, run_id: str | None, concurrency: int | None, force: bool, quiet: bool) -> None:
+    """Continue a run whose process died (default: the latest unfinished run)."""
+    from ork_core.scheduler import execute, resume_scheduler
+
+    with _errors(env):
+        project = env.project()
+        storage = env.storage(project)
+        if run_id is None:
+            unfinished = storage.list_runs(1, unfinished=True)
+            if not unfinished:
+                _fail("no unfinished run to resume", 1)
+            run_id = unfinished[0].id
+        reporter = _reporter(quiet)
+        scheduler = resume_scheduler(
+            project=project, plugins=env.plugins, storage=storage, run_id=run_id, reporter=reporter,
+            max_concurrency=concurrency, force=force,
+        )
+    click.echo(f"run {run_id} (resumed)")
+    with _errors(env):
+        result = execute(scheduler, resumed=True)
+    _finish(env, storage, result, reporter)
+
+
+# --- inspection ------------------------------------------------------------------------------------
+
+
+def _ts(value: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)) if value else "-"
+
+
+def _dur(value: float | None) -> str:
+    return f"{value:.2f}s" if value is not None else "-"
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=20, show_default=True)
+@pass_env
+@click.pass_context
+def runs(ctx: click.Context, env: Env, as_json: bool, limit: int) -> None:
+    """List recent runs."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with _errors(env):
+        records = env.storage(env.project()).list_runs(limit)
+    if as_json:
+        click.echo(json.dumps([_run_json(r) for r in records], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("run", "workflow", "status", "started", "duration")
+    for r in records:
+        style = STATUS_STYLE.get(r.status, "")
+        table.add_row(r.id, r.workflow_name, f"[{style}]{r.status}[/]" if style else r.status, _ts(r.started_at), _dur(r.duration))
+    Console().print(table)
+
+
+def _run_json(r: Any, tasks: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": r.id,
+        "workflow": r.workflow_name,
+        "workflow_hash": r.workflow_hash,
+        "workflow_file": r.workflow_file,
+        "params": r.params,
+        "status": r.status,
+        "created_at": r.created_at,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+    }
+    if tasks:
+        data["tasks"] = [
+            {
+                "name": t.name,
+                "executor": t.executor,
+                "status": t.status,
+                "attempts": t.attempt,
+                "started_at": t.started_at,
+                "finished_at": t.finished_at,
+                "duration_s": t.duration,
+                "output": t.output,
+                "error": t.error,
+                "external_id": t.external_id,
+                "link": t.link,
+            }
+            for t in r.tasks.values()
+        ]
+    return data
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_env
+def runs_show(env: Env, run_id: str, as_json: bool) -> None:
+    """Every task of a run with status, attempts, timings, output and error."""
+    with _errors(env):
+        record = env.storage(env.project()).get_run(run_id)
+    if as_json:
+        click.echo(json.dumps(_run_json(record, tasks=True), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"run {record.id}  workflow {record.workflow_name}  [{STATUS_STYLE.get(record.status, '')}]{record.status}[/]  params {record.params}")
+    table = Table("task", "status", "attempts", "started", "duration", "output / error", show_lines=False)
+    for t in record.tasks.values():
+        detail = t.error if t.error else (json.dumps(t.output)[:120] if t.output is not None else "")
+        style = STATUS_STYLE.get(t.status, "")
+        table.add_row(t.name, f"[{style}]{t.status}[/]", str(t.attempt), _ts(t.started_at), _dur(t.duration), detail)
+    console.print(table)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--task", help="Only this task's lines.")
+@pass_env
+def logs(env: Env, run_id: str, task: str | None) -> None:
+    """Print the log lines of a run (or of one task)."""
+    with _errors(env):
+        storage = env.storage(env.project())
+        record = storage.get_run(run_id)
+        if task is not None and task not in record.tasks:
+            from ork_core.yamlfile import suggest
+
+            _fail(f"run {run_id} has no task {task!r}{suggest(task, record.tasks)}", 1)
+        for line in storage.logs(run_id, task):
+            stamp = time.strftime("%H:%M:%S", time.localtime(line.ts))
+            click.echo(f"{stamp} {line.task}#{line.attempt} {line.stream if line.stream != 'log' else line.level}: {line.line}")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_env
+def metrics(env: Env, run_id: str, as_json: bool) -> None:
+    """Print the metrics recorded by a run's tasks."""
+    with _errors(env):
+        storage = env.storage(env.project())
+        storage.get_run(run_id)
+        rows = storage.metrics(run_id)
+    if as_json:
+        click.echo(json.dumps([{"task": m.task, "attempt": m.attempt, "ts": m.ts, "name": m.name, "value": m.value, "labels": m.labels} for m in rows], indent=2))
+        return
+    for m in rows:
+        labels = ",".join(f"{k}={v}" for k, v in m.labels.items())
+        click.echo(f"{m.task}#{m.attempt} {m.name}={m.value:g}{' {' + labels + '}' if labels else ''}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_env
+def jobs(env: Env, as_json: bool) -> None:
+    """Every external job ork is waiting on (deferred tasks), across runs."""
+    with _errors(env):
+        rows = env.storage(env.project()).deferred_tasks()
+    data = [
+        {
+            "run": t.run_id,
+            "task": t.name,
+            "executor": t.executor,
+            "tracker": t.tracker,
+            "external_id": t.external_id,
+            "link": t.link,
+            "deferred_since": t.deferred_at,
+            "last_poll": t.last_poll_at,
+            "last_error": t.last_poll_error,
+            "poll_failures": t.poll_failures,
+        }
+        for t in rows
+    ]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not data:
+        click.echo("no deferred jobs")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("run", "task", "executor", "external id", "deferred since", "last poll", "last error", "link")
+    for d in data:
+        table.add_row(d["run"], d["task"], d["executor"], d["external_id"] or "-", _ts(d["deferred_since"]), _ts(d["last_poll"]), d["last_error"] or "", d["link"] or "")
+    Console().print(table)

@@ -1,0 +1,165 @@
+"""What a task sees of ork while it runs: its identity, a logger, metrics, parameters.
+
+Log lines and metrics go to a `TaskSink` (storage in a real run, a list in `ork.testing`),
+tagged with run, task and attempt, so `ork logs RUN --task T` shows exactly that task's lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class TaskSink(Protocol):
+    """Receives a task's log lines and metrics; implementations must be thread-safe."""
+
+    def log(self, run_id: str, task: str, attempt: int, ts: float, level: str, stream: str, line: str) -> None: ...
+
+    def metric(
+        self, run_id: str, task: str, attempt: int, ts: float, name: str, value: float, labels: Mapping[str, str]
+    ) -> None: ...
+
+
+@dataclass
+class MemorySink:
+    """A sink that keeps everything in memory: for tests and in-process runs."""
+
+    lines: list[tuple[str, str, int, float, str, str, str]] = field(default_factory=list)
+    metrics: list[tuple[str, str, int, float, str, float, dict[str, str]]] = field(default_factory=list)
+
+    def log(self, run_id: str, task: str, attempt: int, ts: float, level: str, stream: str, line: str) -> None:
+        self.lines.append((run_id, task, attempt, ts, level, stream, line))
+
+    def metric(
+        self, run_id: str, task: str, attempt: int, ts: float, name: str, value: float, labels: Mapping[str, str]
+    ) -> None:
+        self.metrics.append((run_id, task, attempt, ts, name, value, dict(labels)))
+
+
+class TaskLogger:
+    """A logger whose lines belong to one task attempt; the `logging.Logger` methods people use."""
+
+    def __init__(self, sink: TaskSink, run_id: str, task: str, attempt: int, echo: logging.Logger | None = None) -> None:
+        self._sink = sink
+        self._ids = (run_id, task, attempt)
+        self._echo = echo
+
+    def _emit(self, level: str, msg: object, args: tuple[object, ...], stream: str = "log") -> None:
+        text = str(msg) % args if args else str(msg)
+        run_id, task, attempt = self._ids
+        for line in text.splitlines() or [""]:
+            self._sink.log(run_id, task, attempt, time.time(), level, stream, line)
+        if self._echo is not None:
+            self._echo.log(logging.getLevelName(level), "[%s] %s", task, text)
+
+    def debug(self, msg: object, *args: object) -> None:
+        self._emit("DEBUG", msg, args)
+
+    def info(self, msg: object, *args: object) -> None:
+        self._emit("INFO", msg, args)
+
+    def warning(self, msg: object, *args: object) -> None:
+        self._emit("WARNING", msg, args)
+
+    def error(self, msg: object, *args: object) -> None:
+        self._emit("ERROR", msg, args)
+
+    def exception(self, msg: object, *args: object) -> None:
+        self._emit("ERROR", f"{msg}\n{traceback.format_exc()}", args)
+
+    def line(self, stream: str, text: str) -> None:
+        """Record one line of a child process's stdout or stderr."""
+        run_id, task, attempt = self._ids
+        self._sink.log(run_id, task, attempt, time.time(), "INFO", stream, text)
+
+
+class Metrics:
+    """``ctx.metrics.record(name, value, labels={})``: numbers kept with the task attempt."""
+
+    def __init__(self, sink: TaskSink, run_id: str, task: str, attempt: int) -> None:
+        self._sink = sink
+        self._ids = (run_id, task, attempt)
+
+    def record(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError(f"metric {name!r}: value must be a number, not {type(value).__name__}")
+        run_id, task, attempt = self._ids
+        clean = {str(k): str(v) for k, v in (labels or {}).items()}
+        self._sink.metric(run_id, task, attempt, time.time(), name, float(value), clean)
+
+
+_KEY_UNSAFE = re.compile(r"[^a-z0-9_-]+")
+
+
+def make_idempotency_key(run_id: str, task_name: str, try_number: int) -> str:
+    """A key that is stable across crashes and changes per real retry.
+
+    Lower-case letters, digits, '-' and '_' only and at most 63 characters, so it is
+    valid as a BigQuery job id, a Cloud Run label value and an HTTP header alike.
+    """
+    task = _KEY_UNSAFE.sub("-", task_name.lower()).strip("-") or "task"
+    run = _KEY_UNSAFE.sub("-", run_id.lower())
+    key = f"ork-{run}-{task}-t{try_number}"
+    if len(key) > 63:
+        import hashlib
+
+        digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+        key = f"ork-{run[:20]}-{task[:20]}-{digest}-t{try_number}"[:63]
+    return key
+
+
+@dataclass
+class Context:
+    """Everything a task attempt knows about where it runs. Passed as ``ctx`` to ``run``."""
+
+    task_name: str
+    workflow_name: str
+    run_id: str
+    attempt: int
+    log: TaskLogger
+    metrics: Metrics
+    params: dict[str, Any] = field(default_factory=dict)
+    task_config: dict[str, Any] = field(default_factory=dict)
+    """The task's executor-specific keys from the workflow file."""
+    idempotency_key: str = ""
+    try_number: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    """The task's ``env`` from the workflow file."""
+    workflow_dir: Path = field(default_factory=Path.cwd)
+    project_dir: Path = field(default_factory=Path.cwd)
+    artifact_dir: Path | None = None
+    timeout: float | None = None
+    executor_name: str = ""
+    record_process_group: Callable[[int | None], None] = field(default=lambda pgid: None, repr=False)
+    """Commit the process group a task started (None when it ended), so `ork resume` can end it."""
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    """Set when the task is cancelled or timed out; a long sync ``run`` may check it."""
+    loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.run_id}/{self.task_name}"
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def ensure_artifact_dir(self) -> Path:
+        """The folder for this attempt's files, created on first use."""
+        if self.artifact_dir is None:
+            self.artifact_dir = self.project_dir / ".ork" / "artifacts" / self.run_id / self.task_name / str(self.attempt)
+        self.artifact_dir.mkdir(parents=True, exist_ok=True)
+        return self.artifact_dir
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path from the workflow, relative to the workflow file's folder."""
+        p = Path(path)
+        return p if p.is_absolute() else (self.workflow_dir / p)

@@ -1,0 +1,223 @@
+"""The built-in ``python`` executor: call a function from a module or a file.
+
+Arguments come from the task's ``inputs`` (``{const}``, ``{ref}``, ``{param}``) and are
+validated against the function's annotations; the return value is validated against its
+return annotation and becomes the task's JSON output. A function that asks for ``ctx``
+(or a parameter annotated ``Context``) gets it; one that asks for ``upstream`` gets every
+dependency's output by task name. Functions and validators are prepared once per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+import threading
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, model_validator
+
+from ork_core.bindings import resolve
+from ork_core.context import Context
+from ork_core.errors import TaskError
+from ork_core.executors import executor
+
+
+class PythonConfig(BaseModel):
+    """Executor-wide settings for ``type: python``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    isolation: Literal["thread", "process"] = "thread"
+    """``thread`` calls the function inside ork; ``process`` runs it in a child interpreter."""
+    python: str | None = None
+    """Interpreter for ``isolation: process`` (default: the one running ork)."""
+
+
+class PythonTask(BaseModel):
+    """The keys a python task writes in the workflow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    function: str
+    module: str | None = None
+    file: str | None = None
+    inputs: dict[str, Any] = {}
+    isolation: Literal["thread", "process"] | None = None
+    python: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PythonTask:
+        if (self.module is None) == (self.file is None):
+            raise ValueError("give exactly one of 'module' (an importable module) or 'file' (a .py file)")
+        return self
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    func: Callable[..., Any]
+    label: str
+    params: dict[str, TypeAdapter[Any] | None]
+    wants_ctx: str | None
+    wants_upstream: bool
+    required: frozenset[str]
+    returns: TypeAdapter[Any] | None
+    is_async: bool
+
+
+_lock = threading.Lock()
+_prepared: dict[tuple[str, str, str], _Prepared] = {}
+
+
+def _import(task: PythonTask, ctx: Context) -> Any:
+    if task.file is not None:
+        path = ctx.resolve(task.file).resolve()
+        if not path.is_file():
+            raise TaskError(f"python file {task.file!r} not found (looked for {path})")
+        name = "ork_task_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        module = sys.modules.get(name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise TaskError(f"cannot import {path}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[name]
+                raise
+        return module
+    assert task.module is not None
+    for folder in (str(ctx.workflow_dir), str(ctx.project_dir)):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(task.module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == task.module or task.module.startswith(exc.name + ".")):
+            raise TaskError(f"module {task.module!r} not found (searched {ctx.workflow_dir}, {ctx.project_dir} and installed packages)") from None
+        raise
+
+
+def prepare(task: PythonTask, ctx: Context) -> _Prepared:
+    key = (task.file and str(ctx.resolve(task.file)) or "", task.module or "", task.function)
+    found = _prepared.get(key)
+    if found is not None:
+        return found
+    with _lock:
+        found = _prepared.get(key)
+        if found is not None:
+            return found
+        module = _import(task, ctx)
+        func = getattr(module, task.function, None)
+        label = f"{task.module or task.file}:{task.function}"
+        if func is None or not callable(func):
+            names = [n for n in dir(module) if callable(getattr(module, n)) and not n.startswith("_")]
+            import difflib
+
+            close = difflib.get_close_matches(task.function, names, n=2)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise TaskError(f"{label}: no function {task.function!r}{hint}")
+        try:
+            hints = typing.get_type_hints(func)
+        except Exception:
+            hints = {}
+        params: dict[str, TypeAdapter[Any] | None] = {}
+        wants_ctx: str | None = None
+        wants_upstream = False
+        required: set[str] = set()
+        for p in inspect.signature(func).parameters.values():
+            ann = hints.get(p.name)
+            if p.name == "ctx" or ann is Context:
+                wants_ctx = p.name
+                continue
+            if p.name == "upstream":
+                wants_upstream = True
+                continue
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            params[p.name] = TypeAdapter(ann) if ann is not None else None
+            if p.default is p.empty:
+                required.add(p.name)
+        ret = hints.get("return")
+        returns = TypeAdapter(ret) if ret not in (None, type(None)) and "return" in hints else None
+        found = _Prepared(func, label, params, wants_ctx, wants_upstream, frozenset(required), returns, inspect.iscoroutinefunction(func))
+        _prepared[key] = found
+        return found
+
+
+def call(prepared: _Prepared, inputs: dict[str, Any], ctx: Context, upstream: dict[str, Any]) -> Any:
+    """Validate the arguments, call the function, and return its JSON-ready result."""
+    unknown = set(inputs) - set(prepared.params)
+    if unknown:
+        raise TaskError(f"{prepared.label} has no parameter(s) {', '.join(sorted(unknown))}; it takes: {', '.join(prepared.params) or 'none'}")
+    missing = prepared.required - set(inputs)
+    if missing:
+        raise TaskError(f"{prepared.label} needs argument(s) {', '.join(sorted(missing))}: bind them under 'inputs'")
+    kwargs: dict[str, Any] = {}
+    for name, value in inputs.items():
+        adapter = prepared.params[name]
+        if adapter is None:
+            kwargs[name] = value
+            continue
+        try:
+            kwargs[name] = adapter.validate_python(value)
+        except ValidationError as exc:
+            raise TaskError(f"{prepared.label}: argument {name!r} is invalid: {_short(exc)}") from None
+    if prepared.wants_ctx:
+        kwargs[prepared.wants_ctx] = ctx
+    if prepared.wants_upstream:
+        kwargs["upstream"] = upstream
+    if prepared.is_async:
+        if ctx.loop is None:
+            result = asyncio.run(prepared.func(**kwargs))
+        else:
+            result = asyncio.run_coroutine_threadsafe(prepared.func(**kwargs), ctx.loop).result()
+    else:
+        result = prepared.func(**kwargs)
+    if prepared.returns is not None:
+        try:
+            result = prepared.returns.validate_python(result)
+            return prepared.returns.dump_python(result, mode="json")
+        except ValidationError as exc:
+            raise TaskError(f"{prepared.label} returned a value that does not match its annotation: {_short(exc)}") from None
+    return result
+
+
+def _short(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(x) for x in err["loc"])
+        parts.append(f"{loc + ': ' if loc else ''}{err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)
+
+
+@executor(task_config=PythonTask)
+class PythonExecutor:
+    """Runs a Python function named by ``module``/``file`` and ``function``.
+
+    Each argument is bound under ``inputs`` to ``{const: …}``, ``{ref: tasks.<name>.output…}``
+    or ``{param: <name>}``; the return value (validated against the return annotation) is the
+    task's output.
+    """
+
+    def __init__(self, config: PythonConfig) -> None:
+        self.config = config
+
+    def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> Any:
+        task = PythonTask.model_validate(ctx.task_config)
+        inputs = resolve(task.inputs, ctx.params, upstream)
+        isolation = task.isolation or self.config.isolation
+        if isolation == "process":
+            from ork_core.python_isolated import run_isolated
+
+            return run_isolated(task, inputs, ctx, upstream, python=task.python or self.config.python)
+        return call(prepare(task, ctx), inputs, ctx, upstream)

@@ -1,0 +1,783 @@
+"""The run loop: asyncio, event-driven, every state change committed before it is acted on.
+
+One loop iteration takes every event that is waiting (a task finished, a retry is due, a
+deferred job ended), decides what changes, commits all of those changes in one
+transaction, and only then starts tasks and tells plugins and the terminal. A finished
+task releases its dependents in the same iteration, so there is no polling sleep on the
+hot path, and a kill at any moment leaves storage describing exactly what was started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import inspect
+import os
+import secrets
+import signal
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pydantic_core
+from pydantic import BaseModel, ValidationError
+
+from ork_core.context import Context, Metrics, TaskLogger, make_idempotency_key
+from ork_core.deferred import Deferred, JobState
+from ork_core.errors import OrkError, StorageError, TaskError, TaskSkipped
+from ork_core.executors import ExecutorManager
+from ork_core.plugins import Plugins
+from ork_core.proctree import end_group
+from ork_core.project import Project
+from ork_core.storage.base import LogLine, Metric, RunUpdate, Storage, TaskUpdate
+from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
+from ork_core.workflow import CompiledTask, CompiledWorkflow, required_params
+
+FINAL = frozenset({"success", "failed", "skipped", "upstream_failed", "cancelled"})
+BAD = frozenset({"failed", "upstream_failed", "cancelled"})
+
+
+class Reporter(Protocol):
+    """Receives progress after it was committed; the CLI draws it, tests record it."""
+
+    def run_started(self, run_id: str, workflow: CompiledWorkflow, resumed: bool) -> None: ...
+
+    def task_changed(self, task: str, status: str, attempt: int, error: str | None) -> None: ...
+
+    def run_finished(self, run_id: str, status: str) -> None: ...
+
+
+class NullReporter:
+    def run_started(self, run_id: str, workflow: CompiledWorkflow, resumed: bool) -> None:
+        pass
+
+    def task_changed(self, task: str, status: str, attempt: int, error: str | None) -> None:
+        pass
+
+    def run_finished(self, run_id: str, status: str) -> None:
+        pass
+
+
+class StorageSink:
+    """Buffers task log lines and metrics; they are written with the next state batch."""
+
+    def __init__(self, storage: Storage, limit: int = 2000) -> None:
+        self._storage = storage
+        self._lock = threading.Lock()
+        self._logs: list[LogLine] = []
+        self._metrics: list[Metric] = []
+        self._limit = limit
+
+    def log(self, run_id: str, task: str, attempt: int, ts: float, level: str, stream: str, line: str) -> None:
+        with self._lock:
+            self._logs.append(LogLine(run_id, task, attempt, ts, level, stream, line))
+            full = len(self._logs) >= self._limit
+        if full:
+            self.flush()
+
+    def metric(
+        self, run_id: str, task: str, attempt: int, ts: float, name: str, value: float, labels: Mapping[str, str]
+    ) -> None:
+        with self._lock:
+            self._metrics.append(Metric(run_id, task, attempt, ts, name, value, dict(labels)))
+
+    def take(self) -> tuple[list[LogLine], list[Metric]]:
+        with self._lock:
+            logs, metrics = self._logs, self._metrics
+            self._logs, self._metrics = [], []
+        return logs, metrics
+
+    def flush(self) -> None:
+        logs, metrics = self.take()
+        self._storage.write((), logs, metrics)
+
+
+@dataclass
+class TaskState:
+    spec: CompiledTask
+    status: str = "pending"
+    attempt: int = 0
+    try_number: int = 0
+    remaining: int = 0
+    started_at: float | None = None
+    error: str | None = None
+    idempotency_key: str | None = None
+    resume_adopt: bool = False
+    handle: tuple[str, dict[str, Any]] | None = None
+    runner: asyncio.Task[None] | None = None
+    ctx: Context | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # success | failed | deferred | cancelled | skipped
+    output: Any = None
+    error: str | None = None
+    deferred: Deferred | None = None
+    timed_out: bool = False
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    errors: list[str] = field(default_factory=list)
+
+
+def new_run_id() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def coerce_params(workflow: CompiledWorkflow, given: Mapping[str, str]) -> dict[str, Any]:
+    """Workflow defaults overlaid with ``--param k=v``; a value takes its default's type."""
+    params = dict(workflow.params)
+    for key, raw in given.items():
+        default = workflow.params.get(key)
+        value: Any = raw
+        if isinstance(default, bool):
+            if raw.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+                raise OrkError(f"--param {key}={raw!r}: expected a boolean (true/false)")
+            value = raw.lower() in {"true", "1", "yes"}
+        elif isinstance(default, int):
+            try:
+                value = int(raw)
+            except ValueError:
+                raise OrkError(f"--param {key}={raw!r}: expected an integer") from None
+        elif isinstance(default, float):
+            try:
+                value = float(raw)
+            except ValueError:
+                raise OrkError(f"--param {key}={raw!r}: expected a number") from None
+        params[key] = value
+    missing = sorted(p for p in required_params(workflow) if params.get(p) is None)
+    if missing:
+        raise OrkError(
+            f"{workflow.file}: run parameter(s) {', '.join(missing)} are required; pass "
+            + " ".join(f"--param {m}=…" for m in missing)
+        )
+    return params
+
+
+def to_output(result: Any, output_model: type[BaseModel] | None) -> Any:
+    """The JSON form of what `run` returned, validated against the declared output model."""
+    if output_model is not None and not isinstance(result, output_model):
+        try:
+            result = output_model.model_validate(result)
+        except ValidationError as exc:
+            raise TaskError(f"output does not match {output_model.__name__}: {exc}") from None
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    try:
+        return pydantic_core.to_jsonable_python(result)
+    except pydantic_core.PydanticSerializationError as exc:
+        raise TaskError(f"output is not JSON-serialisable: {exc}") from None
+
+
+class Scheduler:
+    """Executes one run of a compiled workflow to a final status."""
+
+    def __init__(
+        self,
+        *,
+        project: Project,
+        plugins: Plugins,
+        storage: Storage,
+        workflow: CompiledWorkflow,
+        run_id: str,
+        params: dict[str, Any],
+        reporter: Reporter | None = None,
+        max_concurrency: int | None = None,
+        poll_interval: float | None = None,
+        kill_grace: float = 5.0,
+    ) -> None:
+        self.project = project
+        self.plugins = plugins
+        self.hooks = plugins.hooks
+        self.storage = storage
+        self.workflow = workflow
+        self.run_id = run_id
+        self.params = params
+        self.reporter = reporter or NullReporter()
+        self.limit = max_concurrency or workflow.max_concurrency or project.settings.max_concurrency
+        self.kill_grace = kill_grace
+        self._poll_interval = poll_interval
+        self.sink = StorageSink(storage)
+        self.executors = ExecutorManager(project.resolve, self.hooks)
+        self.tasks: dict[str, TaskState] = {n: TaskState(t) for n, t in workflow.tasks.items()}
+        self.outputs: dict[str, Any] = {}
+        self._updates: list[TaskUpdate | RunUpdate] = []
+        self._notices: list[tuple[str, str, str, int, str | None]] = []
+        self._ready: dict[str, deque[str]] = {}
+        self._running_per_executor: dict[str, int] = {}
+        self._running = 0
+        self._to_start: list[TaskState] = []
+        self._events: asyncio.Queue[tuple[str, Any]] | None = None
+        self._cancelling = False
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._triggerer: Triggerer | None = None
+        self._to_track: list[TaskState] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._retrying = 0
+        self._limits: dict[str, int | None] = {}
+
+    # -- state changes (buffered, committed by _commit) ----------------------------------
+
+    def _set(self, st: TaskState, status: str, *, attempt_row: str | None = None, **fields: Any) -> None:
+        previous = st.status
+        st.status = status
+        fields["status"] = status
+        self._updates.append(TaskUpdate(self.run_id, st.spec.name, fields, attempt_row))
+        self._notices.append((st.spec.name, status, previous, st.attempt, fields.get("error")))
+
+    def _commit(self) -> None:
+        logs, metrics = self.sink.take()
+        if self._updates or logs or metrics:
+            self.storage.write(self._updates, logs, metrics)
+            self._updates = []
+        notices, self._notices = self._notices, []
+        watch = self.hooks.watches_status
+        for name, status, previous, attempt, error in notices:
+            self.reporter.task_changed(name, status, attempt, error)
+            if watch:
+                self.hooks.task_status_changed(
+                    run_id=self.run_id,
+                    workflow_name=self.workflow.name,
+                    task_name=name,
+                    attempt=attempt,
+                    status=status,
+                    previous=previous,
+                    error=error,
+                )
+
+    # -- readiness -------------------------------------------------------------------------
+
+    def _limit_for(self, executor: str) -> int | None:
+        if executor not in self._limits:
+            try:
+                self._limits[executor] = self.executors.resolved(executor).max_concurrency
+            except OrkError:
+                self._limits[executor] = None
+        return self._limits[executor]
+
+    def _enqueue(self, st: TaskState) -> None:
+        self._set(st, "queued")
+        self._ready.setdefault(st.spec.executor, deque()).append(st.spec.name)
+
+    def _settle_dependent(self, name: str) -> None:
+        """All dependencies of `name` are final: queue it, or mark it upstream_failed / skipped."""
+        st = self.tasks[name]
+        if st.status != "pending":
+            return
+        dep_states = [self.tasks[d].status for d in st.spec.depends_on]
+        if self._cancelling:
+            self._finish(st, "cancelled", error="run cancelled")
+        elif st.spec.on_failure_run or all(s == "success" for s in dep_states):
+            self._enqueue(st)
+        elif any(s in BAD for s in dep_states):
+            failed = [d for d in st.spec.depends_on if self.tasks[d].status in BAD]
+            self._finish(st, "upstream_failed", error=f"upstream task(s) did not succeed: {', '.join(failed)}")
+        else:
+            self._finish(st, "skipped", error=None)
+
+    def _finish(self, st: TaskState, status: str, *, error: str | None = None, output: Any = None, **fields: Any) -> None:
+        now = time.time()
+        if status == "success":
+            self.outputs[st.spec.name] = output
+            fields["output"] = output
+        row = "end" if st.attempt > 0 and st.started_at is not None and st.status in ("running", "deferred") else None
+        self._set(st, status, attempt_row=row, error=error, finished_at=now, **fields)
+        st.error = error
+        for dependent in st.spec.dependents:
+            dst = self.tasks[dependent]
+            dst.remaining -= 1
+            if dst.remaining == 0:
+                self._settle_dependent(dependent)
+
+    def _dispatch(self) -> None:
+        """Move queued tasks to running while there is capacity overall and per executor."""
+        if self._cancelling:
+            return
+        progressed = True
+        while progressed and self._running < self.limit:
+            progressed = False
+            for executor, queue in self._ready.items():
+                if not queue or self._running >= self.limit:
+                    continue
+                cap = self._limit_for(executor)
+                if cap is not None and self._running_per_executor.get(executor, 0) >= cap:
+                    continue
+                st = self.tasks[queue.popleft()]
+                self._start_attempt(st)
+                progressed = True
+
+    def _start_attempt(self, st: TaskState) -> None:
+        now = time.time()
+        st.attempt += 1
+        if not st.resume_adopt:
+            st.try_number += 1
+        st.idempotency_key = make_idempotency_key(self.run_id, st.spec.name, st.try_number)
+        st.started_at = now
+        self._running += 1
+        self._running_per_executor[st.spec.executor] = self._running_per_executor.get(st.spec.executor, 0) + 1
+        self._set(
+            st,
+            "running",
+            attempt_row="start",
+            attempt=st.attempt,
+            try_number=st.try_number,
+            started_at=now,
+            finished_at=None,
+            error=None,
+            idempotency_key=st.idempotency_key,
+            next_try_at=None,
+        )
+        self._to_start.append(st)
+
+    def _release(self, st: TaskState) -> None:
+        self._running -= 1
+        self._running_per_executor[st.spec.executor] -= 1
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _post(self, kind: str, payload: Any) -> None:
+        assert self._events is not None
+        self._events.put_nowait((kind, payload))
+
+    def _handle(self, kind: str, payload: Any) -> None:
+        if kind == "done":
+            name, attempt, outcome = payload
+            st = self.tasks[name]
+            if st.attempt != attempt or st.status != "running":
+                return
+            st.runner = None
+            self._release(st)
+            self._apply_outcome(st, outcome)
+        elif kind == "retry":
+            st = self.tasks[payload]
+            if st.status == "retrying":
+                self._retrying -= 1
+                self._enqueue(st)
+        elif kind == "job":
+            self._job_event(payload)
+        elif kind == "cancel":
+            self._cancel_all()
+
+    def _apply_outcome(self, st: TaskState, outcome: Outcome) -> None:
+        if outcome.status == "success":
+            self._finish(st, "success", output=outcome.output)
+        elif outcome.status == "deferred":
+            d = outcome.deferred
+            assert d is not None
+            st.handle = (d.tracker, d.handle)
+            self._set(
+                st,
+                "deferred",
+                tracker=d.tracker,
+                handle=d.handle,
+                link=d.link,
+                external_id=d.external_id,
+                deferred_at=time.time(),
+                poll_failures=0,
+                last_poll_error=None,
+            )
+            self._to_track.append(st)
+        elif outcome.status == "skipped":
+            self._finish(st, "skipped", error=outcome.error)
+        elif outcome.status == "cancelled" or self._cancelling:
+            self._finish(st, "cancelled", error=outcome.error or "cancelled")
+        else:
+            self._fail_or_retry(st, outcome.error or "failed")
+
+    def _fail_or_retry(self, st: TaskState, error: str) -> None:
+        spec = st.spec
+        if st.try_number <= spec.retries and not self._cancelling:
+            delay = spec.retry_delay * (spec.retry_backoff ** (st.try_number - 1))
+            due = time.time() + delay
+            self._set(st, "retrying", attempt_row="end", error=error, finished_at=time.time(), next_try_at=due)
+            st.resume_adopt = False
+            self._retrying += 1
+            assert self._events is not None
+            loop = asyncio.get_running_loop()
+            handle = loop.call_later(delay, self._post, "retry", spec.name)
+            self._timers.add(handle)
+        else:
+            self._finish(st, "failed", error=error)
+
+    def _job_event(self, event: JobEvent) -> None:
+        st = self.tasks.get(event.task)
+        if st is None or st.status != "deferred" or st.attempt != event.attempt:
+            return
+        if event.kind == "poll":
+            self._updates.append(
+                TaskUpdate(
+                    self.run_id,
+                    st.spec.name,
+                    {"last_poll_at": event.polled_at, "last_poll_error": event.error, "poll_failures": event.failures},
+                )
+            )
+            return
+        st.handle = None
+        if event.kind == "timeout":
+            self._fail_or_retry(st, f"timed out after {st.spec.timeout:g}s (the external job was cancelled)")
+            return
+        status = event.status
+        assert status is not None
+        if status.state is JobState.SUCCEEDED:
+            try:
+                output = to_output(status.output, self._output_model(st))
+            except TaskError as exc:
+                self._fail_or_retry(st, str(exc))
+                return
+            self._finish(st, "success", output=output, last_poll_at=event.polled_at)
+        else:
+            self._fail_or_retry(st, status.error or "the external job failed")
+
+    def _output_model(self, st: TaskState) -> type[BaseModel] | None:
+        try:
+            return self.executors.resolved(st.spec.executor).spec.output_model
+        except OrkError:
+            return None
+
+    # -- running one attempt -----------------------------------------------------------------
+
+    def _context(self, st: TaskState) -> Context:
+        spec = st.spec
+        log = TaskLogger(self.sink, self.run_id, spec.name, st.attempt)
+        ctx = Context(
+            task_name=spec.name,
+            workflow_name=self.workflow.name,
+            run_id=self.run_id,
+            attempt=st.attempt,
+            log=log,
+            metrics=Metrics(self.sink, self.run_id, spec.name, st.attempt),
+            params=self.params,
+            task_config=spec.task_config,
+            idempotency_key=st.idempotency_key or "",
+            try_number=st.try_number,
+            env=spec.env,
+            workflow_dir=self.workflow.dir,
+            project_dir=self.project.dir,
+            timeout=spec.timeout,
+            executor_name=spec.executor,
+            record_process_group=_ProcessGroupRecorder(self.storage, self.run_id, spec.name),
+            loop=asyncio.get_running_loop(),
+        )
+        return ctx
+
+    async def _execute(self, st: TaskState) -> None:
+        spec = st.spec
+        attempt = st.attempt
+        ctx = self._context(st)
+        st.ctx = ctx
+        executor: object | None = None
+        try:
+            executor = await self.executors.get(spec.executor)
+            upstream = {d: self.outputs[d] for d in spec.depends_on if d in self.outputs}
+            call = self._call(executor, ctx, spec, upstream, adopt=st.resume_adopt)
+            st.resume_adopt = False
+            if spec.timeout is not None:
+                elapsed = time.time() - (st.started_at or time.time())
+                result = await asyncio.wait_for(call, max(0.001, spec.timeout - elapsed))
+            else:
+                result = await call
+            if isinstance(result, Deferred):
+                outcome = Outcome("deferred", deferred=result)
+            else:
+                outcome = Outcome("success", output=to_output(result, self.executors.resolved(spec.executor).spec.output_model))
+        except asyncio.TimeoutError:
+            ctx.cancel_event.set()
+            await self._cancel_executor(executor, ctx)
+            outcome = Outcome("failed", error=f"timed out after {spec.timeout:g}s", timed_out=True)
+        except asyncio.CancelledError:
+            ctx.cancel_event.set()
+            await self._cancel_executor(executor, ctx)
+            outcome = Outcome("cancelled", error="cancelled")
+            self._post("done", (spec.name, attempt, outcome))
+            raise
+        except TaskSkipped as exc:
+            outcome = Outcome("skipped", error=str(exc) or None)
+        except TaskError as exc:
+            outcome = Outcome("failed", error=str(exc))
+        except OrkError as exc:
+            outcome = Outcome("failed", error=str(exc))
+        except Exception as exc:
+            ctx.log.error("%s", "".join(traceback.format_exception(exc)).rstrip())
+            outcome = Outcome("failed", error=f"{type(exc).__name__}: {exc}")
+        self._post("done", (spec.name, attempt, outcome))
+
+    async def _call(self, executor: object, ctx: Context, spec: CompiledTask, upstream: dict[str, Any], *, adopt: bool) -> Any:
+        resolved = self.executors.resolved(spec.executor)
+        if adopt and resolved.spec.has("adopt"):
+            adopted = await self._maybe_thread(getattr(executor, "adopt"), ctx.idempotency_key, ctx)
+            if adopted is not None:
+                ctx.log.info("adopted the external job started before ork restarted (key %s)", ctx.idempotency_key)
+                return adopted
+        if self.hooks.task_run_wrapped:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._pool,
+                lambda: self.hooks.task_run(ctx=ctx, executor=executor, config_file=spec.config_file, upstream=upstream),
+            )
+        run = getattr(executor, "run")
+        if resolved.spec.run_is_async:
+            return await run(spec.config_file, ctx, upstream)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._pool, run, spec.config_file, ctx, upstream)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _maybe_thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        if inspect.iscoroutinefunction(func):
+            return await func(*args)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._pool, func, *args)
+        return await result if inspect.isawaitable(result) else result
+
+    async def _cancel_executor(self, executor: object | None, ctx: Context) -> None:
+        cancel = getattr(executor, "cancel", None) if executor is not None else None
+        if not callable(cancel):
+            return
+        try:
+            await asyncio.wait_for(self._maybe_thread(cancel, ctx), timeout=self.kill_grace + 10)
+        except Exception as exc:
+            ctx.log.warning("cancel() failed: %s: %s", type(exc).__name__, exc)
+
+    # -- cancellation ---------------------------------------------------------------------------
+
+    def request_cancel(self) -> None:
+        """Thread- and signal-safe: ask the loop to cancel the run."""
+        if self._events is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._post, "cancel", None)
+
+    def _cancel_all(self) -> None:
+        if self._cancelling:
+            return
+        self._cancelling = True
+        for handle in self._timers:
+            handle.cancel()
+        for st in self.tasks.values():
+            if st.status == "running" and st.runner is not None:
+                st.runner.cancel()
+            elif st.status in ("pending", "queued", "retrying"):
+                if st.status == "retrying":
+                    self._retrying -= 1
+                self._finish(st, "cancelled", error="run cancelled")
+            elif st.status == "deferred":
+                self._cancel_deferred.append(st)
+        for q in self._ready.values():
+            q.clear()
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def _done(self) -> bool:
+        return all(st.status in FINAL for st in self.tasks.values())
+
+    def _final_status(self) -> str:
+        statuses = {st.status for st in self.tasks.values()}
+        if self._cancelling or "cancelled" in statuses:
+            return "cancelled"
+        if statuses & {"failed", "upstream_failed"}:
+            return "failed"
+        return "success"
+
+    async def run(self, *, resumed: bool = False) -> RunResult:
+        self._loop = asyncio.get_running_loop()
+        self._events = asyncio.Queue()
+        self._cancel_deferred: list[TaskState] = []
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(self.limit, 1), thread_name_prefix="ork-task")
+        self._triggerer = Triggerer(
+            self.plugins.registry,
+            self.executors,
+            lambda event: self._post("job", event),
+            poll_interval=self._poll_interval,
+        )
+        now = time.time()
+        self._updates.append(RunUpdate(self.run_id, {"status": "running", "started_at": now, "pid": os.getpid(), "finished_at": None}))
+        self.reporter.run_started(self.run_id, self.workflow, resumed)
+        self.hooks.run_started(run_id=self.run_id, workflow_name=self.workflow.name, params=self.params, resumed=resumed)
+        errors: list[str] = []
+        try:
+            self._prime()
+            while True:
+                self._dispatch()
+                self._commit()
+                for st in self._to_start:
+                    st.runner = asyncio.create_task(self._execute(st), name=f"ork-task-{st.spec.name}")
+                self._to_start = []
+                for st in self._to_track:
+                    assert st.handle is not None
+                    deadline = (st.started_at + st.spec.timeout) if st.spec.timeout and st.started_at else None
+                    await self._triggerer.add(
+                        TrackedJob(self.run_id, st.spec.name, st.attempt, st.spec.executor, st.handle[0], st.handle[1], deadline)
+                    )
+                self._to_track = []
+                if self._cancel_deferred:
+                    pending, self._cancel_deferred = self._cancel_deferred, []
+                    for st in pending:
+                        error = await self._triggerer.cancel(st.spec.name)
+                        self._finish(st, "cancelled", error=error or "run cancelled (the external job was cancelled)")
+                    continue
+                if self._done():
+                    break
+                kind, payload = await self._events.get()
+                self._handle(kind, payload)
+                while not self._events.empty():
+                    kind, payload = self._events.get_nowait()
+                    self._handle(kind, payload)
+            status = self._final_status()
+        except BaseException:
+            # an unexpected error in the loop itself: leave the run resumable, do not mark it final
+            with contextlib.suppress(Exception):
+                self._commit()
+            raise
+        finally:
+            await self._triggerer.close()
+            errors += await self.executors.close()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._updates.append(RunUpdate(self.run_id, {"status": status, "finished_at": time.time()}))
+        self._commit()
+        self.reporter.run_finished(self.run_id, status)
+        self.hooks.run_finished(run_id=self.run_id, workflow_name=self.workflow.name, status=status)
+        return RunResult(self.run_id, status, errors)
+
+    def _prime(self) -> None:
+        """Set up remaining-dependency counts and queue whatever can start now."""
+        for st in self.tasks.values():
+            st.remaining = sum(1 for d in st.spec.depends_on if self.tasks[d].status not in FINAL)
+        for st in self.tasks.values():
+            if st.status == "deferred" and st.handle is not None:
+                self._to_track.append(st)
+            elif st.status in ("queued", "running", "retrying"):
+                st.status = "pending"  # re-queued below; the attempt it had is over
+                self._enqueue(st)
+            elif st.status == "pending" and st.remaining == 0:
+                if st.spec.depends_on:
+                    self._settle_dependent(st.spec.name)
+                else:
+                    self._enqueue(st)
+
+    def load_state(self, storage_tasks: Mapping[str, Any]) -> None:
+        """Adopt what storage says about each task (for `ork resume`)."""
+        for name, rec in storage_tasks.items():
+            st = self.tasks.get(name)
+            if st is None:
+                continue
+            st.status = rec.status
+            st.attempt = rec.attempt
+            st.try_number = rec.try_number
+            st.started_at = rec.started_at
+            st.idempotency_key = rec.idempotency_key
+            if rec.status == "success":
+                self.outputs[name] = rec.output
+            elif rec.status == "deferred" and rec.tracker and rec.handle is not None:
+                st.handle = (rec.tracker, rec.handle)
+            elif rec.status == "running":
+                # the attempt died with ork: same try, so the same idempotency key, and adopt first
+                st.resume_adopt = True
+                if rec.pgid:
+                    end_group(rec.pgid, grace=self.kill_grace)
+            elif rec.status == "retrying":
+                st.resume_adopt = False
+
+
+class _ProcessGroupRecorder:
+    """Lets an executor commit the process group it started (and clear it when it ends)."""
+
+    def __init__(self, storage: Storage, run_id: str, task: str) -> None:
+        self._storage = storage
+        self._ids = (run_id, task)
+
+    def __call__(self, pgid: int | None) -> None:
+        self._storage.write([TaskUpdate(self._ids[0], self._ids[1], {"pgid": pgid})])
+
+
+def _install_signal_handlers(loop: asyncio.AbstractEventLoop, scheduler: Scheduler) -> Callable[[], None]:
+    """Ctrl-C cancels the run cleanly (recorded as cancelled); a second Ctrl-C stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    pressed = {"n": 0}
+
+    def on_sigint() -> None:
+        pressed["n"] += 1
+        if pressed["n"] > 1:
+            raise KeyboardInterrupt
+        scheduler.request_cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    except (NotImplementedError, RuntimeError):
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGINT)
+
+
+def create_run(
+    storage: Storage, workflow: CompiledWorkflow, params: dict[str, Any], run_id: str | None = None
+) -> str:
+    run_id = run_id or new_run_id()
+    storage.save_workflow(workflow.hash, workflow.name, workflow.file, workflow.source, workflow.to_json())
+    storage.create_run(
+        run_id, workflow.hash, workflow.name, workflow.file, params,
+        [(n, t.executor) for n, t in workflow.tasks.items()], time.time(),
+    )
+    return run_id
+
+
+def execute(scheduler: Scheduler, *, resumed: bool = False, handle_signals: bool = True) -> RunResult:
+    """Run the scheduler's loop to the end in a fresh event loop."""
+
+    async def main() -> RunResult:
+        remove = _install_signal_handlers(asyncio.get_running_loop(), scheduler) if handle_signals else (lambda: None)
+        try:
+            return await scheduler.run(resumed=resumed)
+        finally:
+            remove()
+
+    return asyncio.run(main())
+
+
+def resume_scheduler(
+    *, project: Project, plugins: Plugins, storage: Storage, run_id: str, reporter: Reporter | None = None,
+    max_concurrency: int | None = None, poll_interval: float | None = None, force: bool = False,
+) -> Scheduler:
+    """A scheduler that continues `run_id` from its stored state and workflow snapshot."""
+    from ork_core.workflow import CompiledWorkflow
+
+    record = storage.get_run(run_id)
+    if record.status in ("success", "failed", "cancelled"):
+        raise OrkError(f"run {run_id} already finished ({record.status}); nothing to resume")
+    if record.pid and record.pid != os.getpid() and not force and _alive(record.pid):
+        raise OrkError(
+            f"run {run_id} is still being executed by process {record.pid}; stop it first, or pass --force "
+            "if that process is not ork"
+        )
+    data, source = storage.load_workflow(record.workflow_hash)
+    workflow = CompiledWorkflow.from_json(data, record.workflow_hash, source)
+    scheduler = Scheduler(
+        project=project, plugins=plugins, storage=storage, workflow=workflow, run_id=run_id,
+        params=record.params, reporter=reporter, max_concurrency=max_concurrency, poll_interval=poll_interval,
+    )
+    scheduler.load_state(record.tasks)
+    return scheduler
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+__all__ = ["Reporter", "RunResult", "Scheduler", "StorageError", "coerce_params", "create_run", "execute", "resume_scheduler"]

@@ -1,0 +1,201 @@
+"""The storage contract the scheduler writes through, whatever the database.
+
+The scheduler never issues SQL: it hands a batch of `TaskUpdate`/`RunUpdate` records (and the
+log lines and metrics gathered since the last batch) to `Storage.write`, which must apply
+them in one transaction. That is what makes "committed before acted on" cheap: one commit
+per scheduler step, not one per field.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+TASK_FIELDS = frozenset(
+    {
+        "status",
+        "attempt",
+        "try_number",
+        "started_at",
+        "finished_at",
+        "output",
+        "error",
+        "next_try_at",
+        "idempotency_key",
+        "tracker",
+        "handle",
+        "link",
+        "external_id",
+        "deferred_at",
+        "last_poll_at",
+        "last_poll_error",
+        "poll_failures",
+        "pgid",
+    }
+)
+RUN_FIELDS = frozenset({"status", "started_at", "finished_at", "pid", "error"})
+FINAL_RUN_STATUSES = frozenset({"success", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class TaskUpdate:
+    """Set `fields` (names from TASK_FIELDS; `output`/`handle` are JSON-encoded) on one task.
+
+    `attempt_row` also records the attempt in the history table: "start" inserts it,
+    "end" closes it with the task's status and error.
+    """
+
+    run_id: str
+    task: str
+    fields: dict[str, Any]
+    attempt_row: str | None = None
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    run_id: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LogLine:
+    run_id: str
+    task: str
+    attempt: int
+    ts: float
+    level: str
+    stream: str
+    line: str
+
+
+@dataclass(frozen=True)
+class Metric:
+    run_id: str
+    task: str
+    attempt: int
+    ts: float
+    name: str
+    value: float
+    labels: dict[str, str]
+
+
+@dataclass
+class TaskRecord:
+    run_id: str
+    name: str
+    executor: str
+    status: str
+    attempt: int
+    try_number: int
+    started_at: float | None
+    finished_at: float | None
+    output: Any
+    error: str | None
+    idempotency_key: str | None = None
+    tracker: str | None = None
+    handle: dict[str, Any] | None = None
+    link: str | None = None
+    external_id: str | None = None
+    deferred_at: float | None = None
+    last_poll_at: float | None = None
+    last_poll_error: str | None = None
+    poll_failures: int = 0
+    pgid: int | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass
+class RunRecord:
+    id: str
+    workflow_name: str
+    workflow_hash: str
+    workflow_file: str
+    params: dict[str, Any]
+    status: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    pid: int | None
+    error: str | None
+    tasks: dict[str, TaskRecord] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.finished_at or self.started_at) - self.started_at
+
+
+@dataclass
+class AttemptRecord:
+    run_id: str
+    task: str
+    attempt: int
+    try_number: int
+    status: str
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+
+
+class Storage(abc.ABC):
+    """A state backend for one URL. Implementations are registered per URL scheme.
+
+    Every method is called from the scheduler's thread except `write`, which may also be
+    called from worker threads flushing logs; implementations serialise internally.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @abc.abstractmethod
+    def save_workflow(self, hash_: str, name: str, file: str, source: str, compiled: dict[str, Any]) -> None:
+        """Store a compiled workflow under its hash (a no-op if that hash is stored)."""
+
+    @abc.abstractmethod
+    def load_workflow(self, hash_: str) -> tuple[dict[str, Any], str]:
+        """The compiled workflow and its source text for a hash."""
+
+    @abc.abstractmethod
+    def create_run(
+        self, run_id: str, workflow_hash: str, workflow_name: str, workflow_file: str, params: dict[str, Any],
+        tasks: Sequence[tuple[str, str]], now: float,
+    ) -> None:
+        """Create a run and its tasks (name, executor), all ``pending``, in one transaction."""
+
+    @abc.abstractmethod
+    def write(
+        self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = ()
+    ) -> None:
+        """Apply a batch in one transaction."""
+
+    @abc.abstractmethod
+    def get_run(self, run_id: str) -> RunRecord:
+        """A run with its tasks; raises RunNotFoundError (with close ids) if unknown."""
+
+    @abc.abstractmethod
+    def list_runs(self, limit: int = 50, *, unfinished: bool = False) -> list[RunRecord]:
+        """Newest first, without tasks."""
+
+    @abc.abstractmethod
+    def attempts(self, run_id: str) -> list[AttemptRecord]: ...
+
+    @abc.abstractmethod
+    def logs(self, run_id: str, task: str | None = None) -> list[LogLine]: ...
+
+    @abc.abstractmethod
+    def metrics(self, run_id: str) -> list[Metric]: ...
+
+    @abc.abstractmethod
+    def deferred_tasks(self) -> list[TaskRecord]:
+        """Every task in ``deferred`` state, across runs (for ``ork jobs``)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...

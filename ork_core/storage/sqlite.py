@@ -1,0 +1,307 @@
+"""The embedded default backend: one SQLite file in WAL mode.
+
+WAL with ``synchronous=NORMAL`` survives the ork process being killed at any point (what
+`ork resume` relies on); only a power loss can drop the last commits. Set
+``ORK_SQLITE_SYNC=FULL`` to trade speed for that too. Migrations run forward from
+``PRAGMA user_version``; a database from a newer ork is refused instead of being damaged.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from ork_core.errors import RunNotFoundError, StorageError
+from ork_core.storage.base import (
+    RUN_FIELDS,
+    TASK_FIELDS,
+    AttemptRecord,
+    LogLine,
+    Metric,
+    RunRecord,
+    RunUpdate,
+    Storage,
+    TaskRecord,
+    TaskUpdate,
+)
+
+_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE workflows (
+        hash TEXT PRIMARY KEY, name TEXT NOT NULL, file TEXT NOT NULL, source TEXT NOT NULL,
+        compiled TEXT NOT NULL, created_at REAL DEFAULT (strftime('%s','now'))
+    );
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY, workflow_hash TEXT NOT NULL REFERENCES workflows(hash),
+        workflow_name TEXT NOT NULL, workflow_file TEXT NOT NULL, params TEXT NOT NULL,
+        status TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+        pid INTEGER, error TEXT
+    );
+    CREATE INDEX runs_created ON runs(created_at);
+    CREATE TABLE tasks (
+        run_id TEXT NOT NULL REFERENCES runs(id), name TEXT NOT NULL, executor TEXT NOT NULL,
+        status TEXT NOT NULL, attempt INTEGER NOT NULL DEFAULT 0, try_number INTEGER NOT NULL DEFAULT 0,
+        started_at REAL, finished_at REAL, output TEXT, error TEXT, next_try_at REAL,
+        idempotency_key TEXT, tracker TEXT, handle TEXT, link TEXT, external_id TEXT,
+        deferred_at REAL, last_poll_at REAL, last_poll_error TEXT, poll_failures INTEGER NOT NULL DEFAULT 0,
+        pgid INTEGER,
+        PRIMARY KEY (run_id, name)
+    );
+    CREATE INDEX tasks_status ON tasks(status);
+    CREATE TABLE attempts (
+        run_id TEXT NOT NULL, task TEXT NOT NULL, attempt INTEGER NOT NULL, try_number INTEGER NOT NULL,
+        status TEXT NOT NULL, started_at REAL, finished_at REAL, error TEXT,
+        PRIMARY KEY (run_id, task, attempt)
+    );
+    CREATE TABLE logs (
+        run_id TEXT NOT NULL, task TEXT NOT NULL, attempt INTEGER NOT NULL, ts REAL NOT NULL,
+        level TEXT NOT NULL, stream TEXT NOT NULL, line TEXT NOT NULL
+    );
+    CREATE INDEX logs_run_task ON logs(run_id, task);
+    CREATE TABLE metrics (
+        run_id TEXT NOT NULL, task TEXT NOT NULL, attempt INTEGER NOT NULL, ts REAL NOT NULL,
+        name TEXT NOT NULL, value REAL NOT NULL, labels TEXT NOT NULL
+    );
+    CREATE INDEX metrics_run ON metrics(run_id);
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+_JSON_FIELDS = {"output", "handle"}
+
+
+def path_from_url(url: str) -> Path:
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or a plain path."""
+    if "://" not in url:
+        return Path(url)
+    if not url.startswith("sqlite:///"):
+        raise StorageError(f"{url!r} is not a sqlite URL; write sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    return Path(unquote(url[len("sqlite:///"):]))
+
+
+class SQLiteStorage(Storage):
+    """State in one SQLite file; safe to share between threads of one process."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.path = path_from_url(url)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open state database {self.path}: {exc}") from None
+        self._lock = threading.RLock()
+        sync = os.environ.get("ORK_SQLITE_SYNC", "NORMAL").upper()
+        if sync not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise StorageError(f"ORK_SQLITE_SYNC={sync!r}: use NORMAL or FULL")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={sync}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path} is not an ork state database: {exc}") from None
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.path} has schema version {version}, newer than this ork understands ({SCHEMA_VERSION}); "
+                "upgrade ork-core"
+            )
+        for index in range(version, SCHEMA_VERSION):
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _MIGRATIONS[index].split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version={index + 1}")
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+
+    # -- writing -------------------------------------------------------------------------
+
+    def save_workflow(self, hash_: str, name: str, file: str, source: str, compiled: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO workflows(hash, name, file, source, compiled) VALUES (?,?,?,?,?)",
+                (hash_, name, file, source, json.dumps(compiled)),
+            )
+
+    def create_run(
+        self, run_id: str, workflow_hash: str, workflow_name: str, workflow_file: str, params: dict[str, Any],
+        tasks: Sequence[tuple[str, str]], now: float,
+    ) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO runs(id, workflow_hash, workflow_name, workflow_file, params, status, created_at, pid)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    (run_id, workflow_hash, workflow_name, workflow_file, json.dumps(params), "pending", now, os.getpid()),
+                )
+                self._db.executemany(
+                    "INSERT INTO tasks(run_id, name, executor, status) VALUES (?,?,?,'pending')",
+                    [(run_id, name, executor) for name, executor in tasks],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def write(
+        self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = ()
+    ) -> None:
+        if not updates and not logs and not metrics:
+            return
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for u in updates:
+                    if isinstance(u, TaskUpdate):
+                        self._task_update(u)
+                    else:
+                        bad = set(u.fields) - RUN_FIELDS
+                        if bad:
+                            raise ValueError(f"unknown run fields {bad}")
+                        cols = ", ".join(f"{k}=?" for k in u.fields)
+                        db.execute(f"UPDATE runs SET {cols} WHERE id=?", (*u.fields.values(), u.run_id))
+                if logs:
+                    db.executemany(
+                        "INSERT INTO logs VALUES (?,?,?,?,?,?,?)",
+                        [(l.run_id, l.task, l.attempt, l.ts, l.level, l.stream, l.line) for l in logs],
+                    )
+                if metrics:
+                    db.executemany(
+                        "INSERT INTO metrics VALUES (?,?,?,?,?,?,?)",
+                        [(m.run_id, m.task, m.attempt, m.ts, m.name, m.value, json.dumps(m.labels)) for m in metrics],
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _task_update(self, u: TaskUpdate) -> None:
+        fields = u.fields
+        bad = set(fields) - TASK_FIELDS
+        if bad:
+            raise ValueError(f"unknown task fields {bad}")
+        values = [json.dumps(v) if k in _JSON_FIELDS and v is not None else v for k, v in fields.items()]
+        if fields:
+            cols = ", ".join(f"{k}=?" for k in fields)
+            self._db.execute(f"UPDATE tasks SET {cols} WHERE run_id=? AND name=?", (*values, u.run_id, u.task))
+        if u.attempt_row == "start":
+            self._db.execute(
+                "INSERT OR REPLACE INTO attempts(run_id, task, attempt, try_number, status, started_at)"
+                " SELECT run_id, name, attempt, try_number, status, started_at FROM tasks WHERE run_id=? AND name=?",
+                (u.run_id, u.task),
+            )
+        elif u.attempt_row == "end":
+            self._db.execute(
+                "UPDATE attempts SET status=CASE t.status WHEN 'retrying' THEN 'failed' ELSE t.status END, finished_at=t.finished_at, error=t.error"
+                " FROM (SELECT status, finished_at, error, attempt FROM tasks WHERE run_id=? AND name=?) AS t"
+                " WHERE attempts.run_id=? AND attempts.task=? AND attempts.attempt=t.attempt",
+                (u.run_id, u.task, u.run_id, u.task),
+            )
+
+    # -- reading -------------------------------------------------------------------------
+
+    def load_workflow(self, hash_: str) -> tuple[dict[str, Any], str]:
+        with self._lock:
+            row = self._db.execute("SELECT compiled, source FROM workflows WHERE hash=?", (hash_,)).fetchone()
+        if row is None:
+            raise StorageError(f"workflow snapshot {hash_} is missing from {self.path}")
+        return json.loads(row[0]), row[1]
+
+    @staticmethod
+    def _run(row: sqlite3.Row | tuple[Any, ...]) -> RunRecord:
+        return RunRecord(
+            id=row[0], workflow_hash=row[1], workflow_name=row[2], workflow_file=row[3], params=json.loads(row[4]),
+            status=row[5], created_at=row[6], started_at=row[7], finished_at=row[8], pid=row[9], error=row[10],
+        )
+
+    _RUN_COLS = "id, workflow_hash, workflow_name, workflow_file, params, status, created_at, started_at, finished_at, pid, error"
+    _TASK_COLS = (
+        "run_id, name, executor, status, attempt, try_number, started_at, finished_at, output, error, idempotency_key,"
+        " tracker, handle, link, external_id, deferred_at, last_poll_at, last_poll_error, poll_failures, pgid"
+    )
+
+    @staticmethod
+    def _task(row: tuple[Any, ...]) -> TaskRecord:
+        return TaskRecord(
+            run_id=row[0], name=row[1], executor=row[2], status=row[3], attempt=row[4], try_number=row[5],
+            started_at=row[6], finished_at=row[7], output=json.loads(row[8]) if row[8] is not None else None,
+            error=row[9], idempotency_key=row[10], tracker=row[11],
+            handle=json.loads(row[12]) if row[12] is not None else None, link=row[13], external_id=row[14],
+            deferred_at=row[15], last_poll_at=row[16], last_poll_error=row[17], poll_failures=row[18], pgid=row[19],
+        )
+
+    def get_run(self, run_id: str) -> RunRecord:
+        with self._lock:
+            row = self._db.execute(f"SELECT {self._RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                ids = [r[0] for r in self._db.execute("SELECT id FROM runs ORDER BY created_at DESC LIMIT 200")]
+                close = difflib.get_close_matches(run_id, ids, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise RunNotFoundError(f"no run {run_id!r} in {self.path}{hint}")
+            run = self._run(row)
+            for trow in self._db.execute(f"SELECT {self._TASK_COLS} FROM tasks WHERE run_id=? ORDER BY rowid", (run_id,)):
+                task = self._task(trow)
+                run.tasks[task.name] = task
+        return run
+
+    def list_runs(self, limit: int = 50, *, unfinished: bool = False) -> list[RunRecord]:
+        where = "WHERE status NOT IN ('success','failed','cancelled')" if unfinished else ""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._RUN_COLS} FROM runs {where} ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [self._run(r) for r in rows]
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id, task, attempt, try_number, status, started_at, finished_at, error FROM attempts"
+                " WHERE run_id=? ORDER BY started_at, task, attempt",
+                (run_id,),
+            ).fetchall()
+        return [AttemptRecord(*r) for r in rows]
+
+    def logs(self, run_id: str, task: str | None = None) -> list[LogLine]:
+        query = "SELECT run_id, task, attempt, ts, level, stream, line FROM logs WHERE run_id=?"
+        args: tuple[Any, ...] = (run_id,)
+        if task is not None:
+            query += " AND task=?"
+            args += (task,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY rowid", args).fetchall()
+        return [LogLine(*r) for r in rows]
+
+    def metrics(self, run_id: str) -> list[Metric]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id, task, attempt, ts, name, value, labels FROM metrics WHERE run_id=? ORDER BY rowid",
+                (run_id,),
+            ).fetchall()
+        return [Metric(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+
+    def deferred_tasks(self) -> list[TaskRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._TASK_COLS} FROM tasks WHERE status='deferred' ORDER BY deferred_at"
+            ).fetchall()
+        return [self._task(r) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

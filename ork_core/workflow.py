@@ -1,0 +1,363 @@
+"""Workflow YAML → validated model → compiled DAG.
+
+Validation collects every problem it can find (not just the first) and locates each one by
+file and line. A compiled workflow is plain data with a content hash; the hash and the
+compiled DAG are stored with each run so a run always knows exactly what it ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, ValidationError
+
+from ork_core.errors import OrkError, Problem, ProjectError, WorkflowError
+from ork_core.project import Project
+from ork_core.yamlfile import YamlDoc, load_yaml, suggest, validation_problems
+
+TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+DEFAULT_EXECUTOR = "python"
+
+
+class TaskModel(BaseModel):
+    """The keys every task may have, whatever its executor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    executor: str = DEFAULT_EXECUTOR
+    description: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    config_file: str | None = None
+    retries: NonNegativeInt = 0
+    retry_delay: NonNegativeFloat = 0.0
+    retry_backoff: PositiveFloat = 1.0
+    timeout: PositiveFloat | None = None
+    on_failure: Literal["run", "skip"] = "skip"
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class WorkflowModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-\.]*$")
+    description: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    max_concurrency: int | None = Field(default=None, gt=0)
+    tasks: dict[str, dict[str, Any]] = Field(min_length=1)
+
+
+CORE_TASK_KEYS = frozenset(TaskModel.model_fields)
+
+
+@dataclass
+class CompiledTask:
+    name: str
+    executor: str
+    depends_on: tuple[str, ...]
+    config_file: str
+    retries: int
+    retry_delay: float
+    retry_backoff: float
+    timeout: float | None
+    on_failure_run: bool
+    env: dict[str, str]
+    task_config: dict[str, Any]
+    dependents: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "executor": self.executor,
+            "depends_on": list(self.depends_on),
+            "config_file": self.config_file,
+            "retries": self.retries,
+            "retry_delay": self.retry_delay,
+            "retry_backoff": self.retry_backoff,
+            "timeout": self.timeout,
+            "on_failure_run": self.on_failure_run,
+            "env": self.env,
+            "task_config": self.task_config,
+        }
+
+    @classmethod
+    def from_json(cls, name: str, data: dict[str, Any]) -> CompiledTask:
+        return cls(
+            name=name,
+            executor=data["executor"],
+            depends_on=tuple(data["depends_on"]),
+            config_file=data["config_file"],
+            retries=data["retries"],
+            retry_delay=data["retry_delay"],
+            retry_backoff=data["retry_backoff"],
+            timeout=data["timeout"],
+            on_failure_run=data["on_failure_run"],
+            env=data["env"],
+            task_config=data["task_config"],
+        )
+
+
+@dataclass
+class CompiledWorkflow:
+    """A validated workflow: tasks in topological order, grouped into levels, with a hash."""
+
+    name: str
+    file: str
+    dir: Path
+    tasks: dict[str, CompiledTask]
+    order: list[str]
+    levels: list[list[str]]
+    params: dict[str, Any]
+    max_concurrency: int | None
+    hash: str
+    source: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "file": self.file,
+            "dir": str(self.dir),
+            "order": self.order,
+            "levels": self.levels,
+            "params": self.params,
+            "max_concurrency": self.max_concurrency,
+            "tasks": {n: self.tasks[n].to_json() for n in self.order},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], hash_: str, source: str = "") -> CompiledWorkflow:
+        tasks = {n: CompiledTask.from_json(n, t) for n, t in data["tasks"].items()}
+        _link_dependents(tasks)
+        return cls(
+            name=data["name"],
+            file=data["file"],
+            dir=Path(data["dir"]),
+            tasks=tasks,
+            order=data["order"],
+            levels=data["levels"],
+            params=data["params"],
+            max_concurrency=data["max_concurrency"],
+            hash=hash_,
+            source=source,
+        )
+
+
+def _link_dependents(tasks: dict[str, CompiledTask]) -> None:
+    for task in tasks.values():
+        task.dependents = []
+    for task in tasks.values():
+        for dep in task.depends_on:
+            tasks[dep].dependents.append(task.name)
+
+
+def iter_bindings(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
+    """Yield ``(path, kind, target)`` for every ``{ref: …}`` / ``{param: …}`` in a task's keys."""
+    if isinstance(value, dict):
+        if len(value) == 1:
+            ((k, v),) = value.items()
+            if k in ("ref", "param") and isinstance(v, str):
+                yield path, k, v
+                return
+        for k, v in value.items():
+            yield from iter_bindings(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from iter_bindings(v, path + (i,))
+
+
+def parse_ref(ref: str) -> tuple[str, list[str]] | None:
+    """``tasks.<name>.output[.<field>…]`` → (name, fields), or None if malformed."""
+    parts = ref.split(".")
+    if len(parts) < 3 or parts[0] != "tasks" or parts[2] != "output" or not parts[1]:
+        return None
+    return parts[1], parts[3:]
+
+
+def _find_cycle(tasks: dict[str, list[str]], remaining: set[str]) -> list[str]:
+    """One cycle among `remaining` (all of which are on or behind a cycle), as a closed path."""
+    start = sorted(remaining)[0]
+    seen: dict[str, int] = {}
+    path: list[str] = []
+    node = start
+    while node not in seen:
+        seen[node] = len(path)
+        path.append(node)
+        node = next(d for d in tasks[node] if d in remaining)
+    return path[seen[node]:] + [node]
+
+
+def _topo(deps: dict[str, list[str]]) -> tuple[list[str], list[list[str]], set[str]]:
+    indegree = {n: len(set(d for d in ds if d in deps)) for n, ds in deps.items()}
+    dependents: dict[str, list[str]] = {n: [] for n in deps}
+    for n, ds in deps.items():
+        for d in set(ds):
+            if d in deps:
+                dependents[d].append(n)
+    level = [n for n in deps if indegree[n] == 0]
+    order: list[str] = []
+    levels: list[list[str]] = []
+    while level:
+        levels.append(level)
+        order.extend(level)
+        nxt: list[str] = []
+        for n in level:
+            for m in dependents[n]:
+                indegree[m] -= 1
+                if indegree[m] == 0:
+                    nxt.append(m)
+        level = nxt
+    return order, levels, set(deps) - set(order)
+
+
+def load_workflow(path: Path, project: Project) -> CompiledWorkflow:
+    """Load, validate and compile a workflow; raises WorkflowError listing every problem."""
+    path = path.resolve() if path.exists() else path
+    doc = load_yaml(path, what="a mapping with 'name' and 'tasks'")
+    if doc.data is None or not isinstance(doc.data, dict):
+        raise WorkflowError(doc.problems)
+    problems: list[Problem] = list(doc.problems)
+    try:
+        model = WorkflowModel.model_validate(doc.data)
+    except ValidationError as exc:
+        problems += validation_problems(doc, exc, valid_keys={(): WorkflowModel.model_fields.keys()})
+        raise WorkflowError(problems) from None
+    tasks: dict[str, CompiledTask] = {}
+    for name, raw in model.tasks.items():
+        task = _compile_task(doc, path, project, model, name, raw, problems)
+        if task is not None:
+            tasks[name] = task
+    deps = {n: list(t.depends_on) for n, t in tasks.items()}
+    order, levels, stuck = _topo(deps)
+    if stuck and not any("depends_on" in p.path for p in problems):
+        cycle = _find_cycle(deps, stuck)
+        problems.append(
+            doc.problem(("tasks", cycle[0], "depends_on"), f"dependency cycle: {' -> '.join(cycle)}")
+        )
+    if problems:
+        raise WorkflowError(problems)
+    _link_dependents(tasks)
+    canonical = json.dumps(doc.data, sort_keys=True, default=str, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return CompiledWorkflow(
+        name=model.name,
+        file=str(path),
+        dir=path.parent,
+        tasks={n: tasks[n] for n in order},
+        order=order,
+        levels=levels,
+        params=model.params,
+        max_concurrency=model.max_concurrency,
+        hash=digest,
+        source=path.read_text(encoding="utf-8") if path.exists() else "",
+    )
+
+
+def _compile_task(
+    doc: YamlDoc,
+    path: Path,
+    project: Project,
+    model: WorkflowModel,
+    name: str,
+    raw: Any,
+    problems: list[Problem],
+) -> CompiledTask | None:
+    base: tuple[str | int, ...] = ("tasks", name)
+    if not TASK_NAME.match(name):
+        problems.append(doc.problem(base, f"task name {name!r} must start with a letter or '_' and hold only letters, digits, '_' and '-'"))
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(doc.problem(base, f"a task must be a mapping of keys (executor, depends_on …), not {type(raw).__name__}"))
+        return None
+    core = {k: v for k, v in raw.items() if k in CORE_TASK_KEYS}
+    extra = {k: v for k, v in raw.items() if k not in CORE_TASK_KEYS}
+    before = len(problems)
+    try:
+        tm = TaskModel.model_validate(core)
+    except ValidationError as exc:
+        problems += validation_problems(doc, exc, base)
+        return None
+    # dependencies
+    seen: set[str] = set()
+    for i, dep in enumerate(tm.depends_on):
+        where = base + ("depends_on", i)
+        if dep == name:
+            problems.append(doc.problem(where, f"task {name!r} depends on itself"))
+        elif dep in seen:
+            problems.append(doc.problem(where, f"{dep!r} is listed twice in depends_on"))
+        elif dep not in model.tasks:
+            problems.append(
+                doc.problem(where, f"depends on {dep!r}, which is not a task in this workflow{suggest(dep, model.tasks)}")
+            )
+        seen.add(dep)
+    # executor
+    task_config_model = None
+    try:
+        resolved = project.resolve(tm.executor)
+        task_config_model = resolved.spec.task_config_model
+    except ProjectError as exc:
+        problems.append(doc.problem(base + ("executor",), f"executor {tm.executor!r} is misconfigured: " + "; ".join(str(p) for p in exc.problems)))
+    except OrkError as exc:
+        problems.append(doc.problem(base + ("executor",), str(exc)))
+    # executor-specific keys
+    if extra:
+        if task_config_model is None:
+            for key in extra:
+                problems.append(
+                    doc.problem(
+                        base + (key,),
+                        f"unknown key {key!r}{suggest(key, CORE_TASK_KEYS)}; valid keys: {', '.join(sorted(CORE_TASK_KEYS))}",
+                    )
+                )
+        else:
+            try:
+                task_config_model.model_validate(extra)
+            except ValidationError as exc:
+                valid = set(task_config_model.model_fields) | CORE_TASK_KEYS
+                problems += validation_problems(doc, exc, base, valid_keys={base: valid})
+    # bindings
+    for where, kind, target in iter_bindings(extra, base):
+        if kind == "ref":
+            parsed = parse_ref(target)
+            if parsed is None:
+                problems.append(doc.problem(where, f"ref {target!r} must look like 'tasks.<task>.output[.<field>…]'"))
+            elif parsed[0] not in tm.depends_on:
+                problems.append(
+                    doc.problem(where, f"ref to task {parsed[0]!r}, which {name!r} does not depend on; add it to depends_on")
+                )
+        elif model.params and target not in model.params:
+            problems.append(
+                doc.problem(where, f"unknown run parameter {target!r}{suggest(target, model.params)}; declared: {', '.join(model.params)}")
+            )
+    config_file = ""
+    if tm.config_file:
+        cf = Path(tm.config_file)
+        cf = cf if cf.is_absolute() else (path.parent / cf)
+        if not cf.is_file():
+            problems.append(doc.problem(base + ("config_file",), f"config file {tm.config_file!r} not found (looked for {cf})"))
+        config_file = str(cf)
+    if len(problems) > before:
+        return None
+    return CompiledTask(
+        name=name,
+        executor=tm.executor,
+        depends_on=tuple(tm.depends_on),
+        config_file=config_file,
+        retries=tm.retries,
+        retry_delay=tm.retry_delay,
+        retry_backoff=tm.retry_backoff,
+        timeout=tm.timeout,
+        on_failure_run=tm.on_failure == "run",
+        env=dict(tm.env),
+        task_config=extra,
+    )
+
+
+def required_params(workflow: CompiledWorkflow) -> set[str]:
+    """Run parameters the tasks bind to that have no default in the workflow's ``params``."""
+    used = {target for t in workflow.tasks.values() for _, kind, target in iter_bindings(t.task_config) if kind == "param"}
+    return {p for p in used if p not in workflow.params or workflow.params[p] is None}
