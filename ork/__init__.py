@@ -26,6 +26,8 @@ from ork_core.executors import ExecutorSpec, executor
 from ork_core.hookspecs import hookimpl, hookspec
 from ork_core.plugins import PLUGIN_API_VERSION
 from ork_core.registry import Register
+from ork_core.taskconfig import load_task_config
+from ork_core.templating import render
 
 __version__ = "0.1.0"
 
@@ -59,4 +61,6 @@ __all__ = [
     "executor",
     "hookimpl",
     "hookspec",
+    "load_task_config",
+    "render",
 ]
