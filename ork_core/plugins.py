@@ -244,25 +244,20 @@ def build_plugin_manager(
             source = Source(ep.name, "entrypoint", dist_name, dist_version)
             if not settings.allows(ep.name, dist_name):
                 continue
-            if pm.has_plugin(ep.name):
-                quarantine(
-                    f"{ep.name}@{dist_name}",
-                    source,
-                    f"entry point name {ep.name!r} is already used by {sources[ep.name].label}",
-                )
-                continue
+            plugin_name = ep.name if not pm.has_plugin(ep.name) else f"{dist_name}:{ep.name}"
+            source = Source(plugin_name, "entrypoint", dist_name, dist_version)
             try:
                 module = ep.load()
             except BaseException as exc:  # SystemExit from a plugin must not end ork either
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                quarantine(ep.name, source, f"import of {ep.value!r} failed: {type(exc).__name__}: {exc}")
+                quarantine(plugin_name, source, f"import of {ep.value!r} failed: {type(exc).__name__}: {exc}")
                 continue
             mismatch = _api_mismatch(module, dist_name or ep.name) if isinstance(module, ModuleType) else None
             if mismatch:
-                quarantine(ep.name, source, mismatch)
+                quarantine(plugin_name, source, mismatch)
                 continue
-            add(module, ep.name, source)
+            add(module, plugin_name, source)
 
     for index, obj in enumerate(plugins):
         name = getattr(obj, "__name__", None) or f"{type(obj).__name__}-{index}"

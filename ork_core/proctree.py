@@ -1,74 +1,607 @@
 """Owning a task's whole process tree: start it in its own session, end all of it.
 
 A task's command runs as the leader of a new session and process group, so everything it
-starts (shells, grandchildren in the background) shares the group id. Ending a task is
-SIGTERM to the group, a grace period, SIGKILL to the group, then a check through /proc that
-nothing of the group is left. The group id is committed to storage while the task runs so a
-restarted ork can end what a killed ork left behind.
+starts (shells, grandchildren in the background) shares the group id, and a child that
+moves to another group of the same session (a job-control shell) still shares the session
+id, which equals the leader's pid. Ending a task is SIGTERM to all of them, a grace period,
+SIGKILL, then a check through /proc that nothing of the tree is left. The group id is
+committed to storage while the task runs so a restarted ork can end what a killed ork left
+behind (`Scheduler.load_state` calls `end_group`).
+
+`TreeProcess` runs one command that way from asyncio: output is read in fixed-size chunks
+and handed on line by line, so a task that prints gigabytes never costs more than a chunk
+and one (bounded) line of memory.
+
+Limits: a process that calls ``setsid()`` itself leaves both group and session and cannot
+be found this way (only a cgroup could hold it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_GRACE = 5.0
+KILL_WAIT = 5.0
+"""Seconds SIGKILLed processes get to disappear before `end_group` reports failure."""
+READ_SIZE = 1 << 16
+DEFAULT_MAX_LINE = 1 << 16
+"""A line longer than this is handed on in pieces, so one endless line cannot fill memory."""
+DRAIN_TIMEOUT = 2.0
+"""After the tree is gone, how long to wait for the pipes to close (a process that escaped
+the session may hold them open for ever)."""
+
+OnLines = Callable[[str, list[bytes]], None]
+OnChunk = Callable[[str, bytes], None]
+
+
+# -- finding and signalling a tree -----------------------------------------------------------
+
+
+def _protected(pgid: int) -> bool:
+    """Never signal ork's own group or session, nor init: a corrupt record must not kill ork."""
+    return pgid <= 1 or pgid in (os.getpgrp(), os.getsid(0))
 
 
 def group_members(pgid: int) -> list[int]:
-    """Live processes (not zombies) whose process group is `pgid`, read from /proc."""
-    members: list[int] = []
+    """Live processes (zombies excluded) in process group `pgid` or in the session it leads, via /proc."""
     proc = Path("/proc")
-    if not proc.is_dir():  # not Linux: fall back to asking the kernel about the group
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [pgid]
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
+    if not proc.is_dir():  # not Linux: ask the kernel about the group only
+        return [pgid] if _group_exists(pgid) else []
+    members: list[int] = []
+    for name in os.listdir(proc):
+        if not name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
         except OSError:
             continue
-        # pid (comm) state ppid pgrp ... ; comm may contain spaces or parentheses
-        rest = stat[stat.rfind(")") + 2 :].split()
-        if len(rest) >= 3 and rest[0] != "Z" and int(rest[2]) == pgid:
-            members.append(int(entry.name))
+        # pid (comm) state ppid pgrp session ... ; comm may contain spaces and parentheses
+        rest = stat[stat.rfind(b")") + 2 :].split(None, 4)
+        if len(rest) >= 4 and rest[0] != b"Z" and (int(rest[2]) == pgid or int(rest[3]) == pgid):
+            members.append(int(name))
     return members
 
 
-def signal_group(pgid: int, sig: int) -> bool:
-    """Send `sig` to the group; False if the group no longer exists."""
+def _group_exists(pgid: int) -> bool:
+    """Cheap check (one syscall, zombies count): does any process still have this group id?"""
     try:
-        os.killpg(pgid, sig)
-        return True
+        os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        return True
+    return True
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to the group and to the session's members outside it; False if none was found."""
+    if _protected(pgid):
         return False
+    sent = False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+        sent = True
+    for pid in group_members(pgid):
+        try:
+            if os.getpgid(pid) != pgid:
+                os.kill(pid, sig)
+                sent = True
+        except (ProcessLookupError, PermissionError):
+            pass
+    return sent
 
 
-def end_group(pgid: int, grace: float = DEFAULT_GRACE, poll: float = 0.02) -> bool:
-    """SIGTERM the group, wait up to `grace` seconds, SIGKILL what is left; True if none remain.
+def _poll_delays(first: float = 0.005, cap: float = 0.1) -> Callable[[], float]:
+    """Polling intervals that start short (most processes exit at once) and back off."""
+    delay = first
 
-    Blocking: call it from a worker thread, or with a short grace.
+    def step() -> float:
+        nonlocal delay
+        current, delay = delay, min(delay * 2, cap)
+        return current
+
+    return step
+
+
+def end_group(pgid: int, grace: float = DEFAULT_GRACE, poll: float = 0.1) -> bool:
+    """SIGTERM the tree, wait up to `grace` seconds, SIGKILL what is left; True if none remain.
+
+    Blocking: call it from a worker thread, or where blocking is fine (resuming a run). It
+    does not reap: the leader, if it is this process's child, is the caller's to wait for.
     """
+    if _protected(pgid):
+        return False
     if not group_members(pgid):
         return True
-    signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not group_members(pgid):
-            return True
-        time.sleep(poll)
-    signal_group(pgid, signal.SIGKILL)
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        if not group_members(pgid):
-            return True
-        time.sleep(poll)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, KILL_WAIT)):
+        signal_group(pgid, sig)
+        if sig == signal.SIGTERM:
+            signal_group(pgid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        deadline = time.monotonic() + wait
+        delays = _poll_delays(cap=poll)
+        while True:
+            if not group_members(pgid):
+                return True
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(delays())
     return not group_members(pgid)
+
+
+async def end_group_async(pgid: int, grace: float = DEFAULT_GRACE, poll: float = 0.1) -> bool:
+    """`end_group` for an event loop: the waiting happens in ``asyncio.sleep``."""
+    if _protected(pgid):
+        return False
+    if not _group_exists(pgid) and not group_members(pgid):
+        return True
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, KILL_WAIT)):
+        signal_group(pgid, sig)
+        if sig == signal.SIGTERM:
+            signal_group(pgid, signal.SIGCONT)
+        deadline = time.monotonic() + wait
+        delays = _poll_delays(cap=poll)
+        while True:
+            if not group_members(pgid):
+                return True
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(delays())
+    return not group_members(pgid)
+
+
+# -- splitting output into lines ------------------------------------------------------------------
+
+
+def _utf8_cut(data: bytes | bytearray, limit: int) -> int:
+    """The largest cut ≤ limit that does not split a UTF-8 sequence (bytes 10xxxxxx continue one)."""
+    cut = limit
+    while cut > limit - 4 and cut > 0 and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut if cut > 0 else limit
+
+
+class LineSplitter:
+    """Turns chunks of a byte stream into lines (without ``\\n`` / ``\\r\\n``).
+
+    Holds at most one incomplete line; a line longer than `max_line` comes out in pieces
+    cut on UTF-8 character boundaries (None: no limit).
+    """
+
+    def __init__(self, max_line: int | None = DEFAULT_MAX_LINE) -> None:
+        self.max_line = max_line
+        self._partial = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if b"\n" not in data:
+            self._partial += data
+            return self._cut_partial()
+        parts = data.split(b"\n")
+        if self._partial:
+            parts[0] = bytes(self._partial) + parts[0]
+        self._partial = bytearray(parts.pop())
+        lines = [p[:-1] if p.endswith(b"\r") else p for p in parts]
+        if self.max_line is not None and any(len(line) > self.max_line for line in lines):
+            lines = [piece for line in lines for piece in self._pieces(line)]
+        return lines + self._cut_partial()
+
+    def flush(self) -> list[bytes]:
+        """The last line when the stream ended without a newline."""
+        if not self._partial:
+            return []
+        line, self._partial = bytes(self._partial), bytearray()
+        return self._pieces(line[:-1] if line.endswith(b"\r") else line)
+
+    def _pieces(self, line: bytes) -> list[bytes]:
+        if self.max_line is None or len(line) <= self.max_line:
+            return [line]
+        pieces = []
+        while len(line) > self.max_line:
+            cut = _utf8_cut(line, self.max_line)
+            pieces.append(line[:cut])
+            line = line[cut:]
+        pieces.append(line)
+        return pieces
+
+    def _cut_partial(self) -> list[bytes]:
+        if self.max_line is None or len(self._partial) <= self.max_line:
+            return []
+        pieces = []
+        while len(self._partial) > self.max_line:
+            cut = _utf8_cut(self._partial, self.max_line)
+            pieces.append(bytes(self._partial[:cut]))
+            del self._partial[:cut]
+        return pieces
+
+
+# -- running one command as a tree ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Completed:
+    """How a tree's leader ended."""
+
+    returncode: int
+    """The exit code, or minus the signal number when a signal killed the leader."""
+    pgid: int
+    duration: float
+    leftovers: int = 0
+    """Processes of the tree still running when the leader exited (ork ended them)."""
+    ended: bool = False
+    """True when ork ended the tree (cancellation or a failed output handler)."""
+    unclosed: tuple[str, ...] = ()
+    """Streams still open after the tree was gone (held by a process that left the session)."""
+
+    @property
+    def signal_name(self) -> str | None:
+        if self.returncode >= 0:
+            return None
+        try:
+            return signal.Signals(-self.returncode).name
+        except ValueError:
+            return f"signal {-self.returncode}"
+
+
+class TreeProcess:
+    """One command run as the leader of a new session, streamed, and ended as a whole.
+
+    ``await run()`` starts the command, hands its output to `on_chunk` (raw bytes, for
+    files) and `on_lines` (complete lines, for logs), waits for the leader, ends any
+    processes it left behind, and returns a `Completed`. If the awaiting task is cancelled
+    (a timeout, Ctrl-C), the tree is ended — SIGTERM, `grace`, SIGKILL, confirmed through
+    /proc, leader reaped — before the cancellation propagates. `on_start(pgid)` is called
+    right after the start, so the caller can record the group.
+
+    `channel_env` opens a third pipe to the child: its write end's number is put in the
+    child's environment under that name, and its lines arrive as stream ``"channel"``
+    (never cut: a structured message must arrive whole).
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        on_lines: OnLines | None = None,
+        on_chunk: OnChunk | None = None,
+        on_start: Callable[[int], None] | None = None,
+        grace: float = DEFAULT_GRACE,
+        max_line: int | None = DEFAULT_MAX_LINE,
+        stdin: bytes | None = None,
+        channel_env: str | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.cwd = cwd
+        self.env = dict(env) if env is not None else None
+        self.on_lines = on_lines
+        self.on_chunk = on_chunk
+        self.on_start = on_start
+        self.grace = grace
+        self.max_line = max_line
+        self.stdin = stdin
+        self.channel_env = channel_env
+        self.pid: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._fds: dict[str, int] = {}
+        self._splitters: dict[str, LineSplitter] = {}
+        self._eof: dict[str, asyncio.Future[None]] = {}
+        self._exited: asyncio.Future[int] | None = None
+        self._failure: asyncio.Future[BaseException] | None = None
+        self._ending: asyncio.Task[bool] | None = None
+        self._pidfd: int | None = None
+        self._stdin_fd: int | None = None
+        self._stdin_view: memoryview | None = None
+        self._started = 0.0
+
+    @property
+    def pgid(self) -> int | None:
+        return self.pid
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the tree is running in (for ending it from another thread)."""
+        return self._loop
+
+    # -- start --------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        env = self.env
+        child_ends: list[int] = []
+        mine: dict[str, int] = {}
+        try:
+            for name in ("stdout", "stderr") + (("channel",) if self.channel_env else ()):
+                r, w = os.pipe()
+                mine[name] = r
+                child_ends.append(w)
+            if self.channel_env is not None:
+                env = {**(os.environ if env is None else env), self.channel_env: str(child_ends[2])}
+            if self.stdin is not None:
+                r, w = os.pipe()
+                mine["stdin"] = w
+                child_ends.append(r)
+            self._popen = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                env=env,
+                stdin=child_ends[-1] if self.stdin is not None else subprocess.DEVNULL,
+                stdout=child_ends[0],
+                stderr=child_ends[1],
+                start_new_session=True,
+                pass_fds=(child_ends[2],) if self.channel_env is not None else (),
+            )
+        except BaseException:
+            for fd in (*child_ends, *mine.values()):
+                os.close(fd)
+            raise
+        finally:
+            if self._popen is not None:
+                for fd in child_ends:
+                    os.close(fd)
+        self._started = time.monotonic()
+        self.pid = self._popen.pid
+        self._exited = loop.create_future()
+        self._failure = loop.create_future()
+        self._watch("stdout", mine["stdout"], self.max_line)
+        self._watch("stderr", mine["stderr"], self.max_line)
+        if "channel" in mine:
+            self._watch("channel", mine["channel"], None)
+        if "stdin" in mine:
+            self._stdin_fd = mine["stdin"]
+            os.set_blocking(self._stdin_fd, False)
+            self._stdin_view = memoryview(self.stdin or b"")
+            loop.add_writer(self._stdin_fd, self._writable)
+        self._watch_exit()
+
+    def _watch(self, name: str, fd: int, max_line: int | None) -> None:
+        assert self._loop is not None
+        os.set_blocking(fd, False)
+        self._fds[name] = fd
+        self._splitters[name] = LineSplitter(max_line)
+        self._eof[name] = self._loop.create_future()
+        self._loop.add_reader(fd, self._readable, name)
+
+    def _watch_exit(self) -> None:
+        """Learn of the leader's exit from a pidfd (no thread per process); poll where there is none."""
+        assert self._loop is not None and self.pid is not None
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
+        if self._pidfd is not None:
+            self._loop.add_reader(self._pidfd, self._reap)
+        else:
+            self._poll_exit()
+
+    def _poll_exit(self) -> None:
+        assert self._loop is not None and self._exited is not None
+        self._reap()
+        if not self._exited.done():
+            self._loop.call_later(0.01, self._poll_exit)
+
+    def _reap(self) -> None:
+        assert self._exited is not None and self.pid is not None and self._loop is not None
+        if self._exited.done():
+            return
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped by someone else: the status is lost
+            pid, status = self.pid, 0
+        if pid == 0:
+            return
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        code = os.waitstatus_to_exitcode(status)
+        if self._popen is not None:
+            self._popen.returncode = code
+        self._exited.set_result(code)
+
+    # -- I/O callbacks ------------------------------------------------------------------------
+
+    def _readable(self, name: str) -> None:
+        fd = self._fds.get(name)
+        if fd is None:
+            return
+        try:
+            data = os.read(fd, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        try:
+            self._consume(name, data)
+        except BaseException as exc:  # a handler failed (disk full …): stop the whole tree
+            self._close_stream(name)
+            if self._failure is not None and not self._failure.done():
+                self._failure.set_result(exc)
+
+    def _close_stream(self, name: str) -> None:
+        fd = self._fds.pop(name, None)
+        if fd is None:
+            return
+        assert self._loop is not None
+        self._loop.remove_reader(fd)
+        os.close(fd)
+        fut = self._eof.get(name)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _writable(self) -> None:
+        assert self._stdin_fd is not None and self._stdin_view is not None and self._loop is not None
+        try:
+            written = os.write(self._stdin_fd, self._stdin_view[:READ_SIZE])
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # the child closed its stdin (EPIPE): it does not want the rest
+            written = len(self._stdin_view)
+        self._stdin_view = self._stdin_view[written:]
+        if not self._stdin_view:
+            self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        if self._stdin_fd is not None:
+            assert self._loop is not None
+            self._loop.remove_writer(self._stdin_fd)
+            os.close(self._stdin_fd)
+            self._stdin_fd = None
+            self._stdin_view = None
+
+    def _drain_now(self) -> None:
+        """Read whatever the pipes hold right now (used once the tree is gone).
+
+        Bounded, so a process that escaped the session and writes without end cannot keep
+        ork here.
+        """
+        for name in list(self._fds):
+            for _ in range(256):
+                if name not in self._fds:
+                    break
+                try:
+                    data = os.read(self._fds[name], READ_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    data = b""
+                self._consume(name, data)
+
+    def _consume(self, name: str, data: bytes) -> None:
+        if data:
+            if self.on_chunk is not None and name != "channel":
+                self.on_chunk(name, data)
+            lines = self._splitters[name].feed(data)
+        else:
+            self._close_stream(name)
+            lines = self._splitters[name].flush()
+        if lines and self.on_lines is not None:
+            self.on_lines(name, lines)
+
+    # -- the run ----------------------------------------------------------------------------------
+
+    async def run(self) -> Completed:
+        """Start, stream and wait; on cancellation end the tree before re-raising."""
+        if self.pid is not None:
+            raise RuntimeError("a TreeProcess runs once")
+        self._start()
+        assert self._exited is not None and self._failure is not None and self.pid is not None
+        try:
+            if self.on_start is not None:
+                self.on_start(self.pid)
+            await asyncio.wait((self._exited, self._failure), return_when=asyncio.FIRST_COMPLETED)
+            if self._failure.done():
+                await self._end_uninterrupted()
+                raise self._failure.result()
+            requested = self._ending is not None
+            leftovers = 0
+            if _group_exists(self.pid) or requested:
+                leftovers = 0 if requested else len(group_members(self.pid))
+                await self._end_uninterrupted()
+            unclosed = await self._wait_eof()
+            if self._failure.done():
+                raise self._failure.result()
+            return Completed(
+                returncode=self._exited.result(),
+                pgid=self.pid,
+                duration=time.monotonic() - self._started,
+                leftovers=leftovers,
+                ended=requested,
+                unclosed=unclosed,
+            )
+        except BaseException:
+            await self._end_uninterrupted()
+            with contextlib.suppress(Exception):
+                self._drain_now()
+            raise
+        finally:
+            self._close_all()
+
+    async def _wait_eof(self) -> tuple[str, ...]:
+        pending = [f for f in self._eof.values() if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=DRAIN_TIMEOUT)
+        self._drain_now()
+        return tuple(name for name in ("stdout", "stderr", "channel") if name in self._fds)
+
+    async def end(self) -> bool:
+        """End the tree now (SIGTERM, grace, SIGKILL), wait until it is gone; True if confirmed."""
+        if self.pid is None or self._loop is None:
+            return True
+        if self._ending is None:
+            self._ending = self._loop.create_task(self._end_and_reap())
+        return await asyncio.shield(self._ending)
+
+    async def _end_and_reap(self) -> bool:
+        assert self.pid is not None and self._exited is not None
+        gone = await end_group_async(self.pid, self.grace)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._exited), timeout=KILL_WAIT)
+        return gone
+
+    async def _end_uninterrupted(self) -> bool:
+        """End the tree even if this task is cancelled again meanwhile (a second Ctrl-C)."""
+        if self.pid is None:
+            return True
+        cancelled = False
+        while True:
+            try:
+                result = await self.end()
+                break
+            except asyncio.CancelledError:
+                cancelled = True
+                if self._ending is not None and self._ending.done():
+                    result = not self._ending.cancelled() and self._ending.result()
+                    break
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
+
+    def _close_all(self) -> None:
+        for name in list(self._fds):
+            self._close_stream(name)
+        self._close_stdin()
+        if self._pidfd is not None and self._loop is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+
+async def run_tree(
+    argv: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    on_lines: OnLines | None = None,
+    on_chunk: OnChunk | None = None,
+    on_start: Callable[[int], None] | None = None,
+    grace: float = DEFAULT_GRACE,
+    max_line: int | None = DEFAULT_MAX_LINE,
+) -> Completed:
+    """Run `argv` as a tree and stream its output; see `TreeProcess`."""
+    tree = TreeProcess(
+        argv, cwd=cwd, env=env, on_lines=on_lines, on_chunk=on_chunk, on_start=on_start, grace=grace, max_line=max_line
+    )
+    return await tree.run()
+
+
+__all__ = [
+    "DEFAULT_GRACE",
+    "Completed",
+    "LineSplitter",
+    "TreeProcess",
+    "end_group",
+    "end_group_async",
+    "group_members",
+    "run_tree",
+    "signal_group",
+]

@@ -28,7 +28,7 @@ from ork_core.errors import (
 from ork_core.executors import ExecutorSpec, spec_of
 from ork_core.plugins import Plugins
 from ork_core.registry import import_target
-from ork_core.yamlfile import YamlDoc, load_yaml, validation_problems
+from ork_core.yamlfile import YamlDoc, load_yaml, suggest, validation_problems
 
 PROJECT_FILE = "ork.yaml"
 DEFAULT_MAX_CONCURRENCY = 16
@@ -78,6 +78,15 @@ def expand_env(value: Any, env: Mapping[str, str], path: tuple[str | int, ...], 
     return value
 
 
+def unknown_keys(model: type[BaseModel], data: Any) -> list[str]:
+    """Top-level keys a model would silently ignore: a typo in ork.yaml should not pass."""
+    if not isinstance(data, dict) or model.model_config.get("extra") == "allow":
+        return []
+    known = set(model.model_fields)
+    known |= {f.alias for f in model.model_fields.values() if f.alias}
+    return [k for k in data if k not in known]
+
+
 @dataclass(frozen=True)
 class ResolvedExecutor:
     """An executor name made concrete: its class, validated config and where it came from."""
@@ -119,6 +128,8 @@ class Project:
         if folder is None:
             return cls(dir=start.resolve(), plugins=plugins, env=env)
         path = folder / PROJECT_FILE
+        if not path.read_text(encoding="utf-8", errors="replace").strip():
+            return cls(dir=folder, plugins=plugins, file=path, env=env)
         doc = load_yaml(path, what="a mapping with an 'executors' section")
         if doc.problems and doc.data is None:
             raise ProjectError(doc.problems)
@@ -183,8 +194,6 @@ class Project:
         except UnknownExecutorError as exc:
             if not in_file:
                 names = self.executor_names()
-                from ork_core.yamlfile import suggest
-
                 raise UnknownExecutorError(
                     f"executor {name!r} is not configured in {PROJECT_FILE} and is not a registered type"
                     f"{suggest(name, names)}; available: {', '.join(names) or 'none'}",
@@ -201,6 +210,18 @@ class Project:
         if missing:
             raise ProjectError(
                 [self._problem(p, f"environment variable {var} is not set") for p, var in missing]
+            )
+        unknown = unknown_keys(spec.config_model, raw) if in_file else []
+        if unknown:
+            valid = sorted(spec.config_model.model_fields)
+            raise ProjectError(
+                [
+                    self._problem(
+                        base + ("config", key),
+                        f"unknown key {key!r}{suggest(key, valid)}; valid keys: {', '.join(valid) or 'none'}",
+                    )
+                    for key in unknown
+                ]
             )
         try:
             config = spec.config_model.model_validate(raw)

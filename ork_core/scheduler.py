@@ -224,14 +224,26 @@ class Scheduler:
         self._timers: set[asyncio.TimerHandle] = set()
         self._retrying = 0
         self._limits: dict[str, int | None] = {}
+        self._final_count = 0
+        self._pending_task_update: dict[str, TaskUpdate] = {}
 
     # -- state changes (buffered, committed by _commit) ----------------------------------
 
     def _set(self, st: TaskState, status: str, *, attempt_row: str | None = None, **fields: Any) -> None:
         previous = st.status
         st.status = status
+        self._final_count += (status in FINAL) - (previous in FINAL)
         fields["status"] = status
-        self._updates.append(TaskUpdate(self.run_id, st.spec.name, fields, attempt_row))
+        pending = self._pending_task_update.get(st.spec.name)
+        if pending is not None and pending.attempt_row is None:
+            # e.g. queued then running in one batch: one UPDATE, then the attempt row
+            pending.fields.update(fields)
+            pending.attempt_row = attempt_row
+            pending.attempt = st.attempt
+        else:
+            update = TaskUpdate(self.run_id, st.spec.name, fields, attempt_row, st.attempt)
+            self._updates.append(update)
+            self._pending_task_update[st.spec.name] = update
         self._notices.append((st.spec.name, status, previous, st.attempt, fields.get("error")))
 
     def _commit(self) -> None:
@@ -239,6 +251,7 @@ class Scheduler:
         if self._updates or logs or metrics:
             self.storage.write(self._updates, logs, metrics)
             self._updates = []
+            self._pending_task_update.clear()
         notices, self._notices = self._notices, []
         watch = self.hooks.watches_status
         for name, status, previous, attempt, error in notices:
@@ -289,8 +302,10 @@ class Scheduler:
         if status == "success":
             self.outputs[st.spec.name] = output
             fields["output"] = output
-        row = "end" if st.attempt > 0 and st.started_at is not None and st.status in ("running", "deferred") else None
-        self._set(st, status, attempt_row=row, error=error, finished_at=now, **fields)
+        if st.attempt > 0 and st.started_at is not None and st.status in ("running", "deferred"):
+            self._set(st, status, attempt_row="end", error=error, finished_at=now, **self._attempt_fields(st), **fields)
+        else:
+            self._set(st, status, error=error, finished_at=now, **fields)
         st.error = error
         for dependent in st.spec.dependents:
             dst = self.tasks[dependent]
@@ -327,7 +342,6 @@ class Scheduler:
         self._set(
             st,
             "running",
-            attempt_row="start",
             attempt=st.attempt,
             try_number=st.try_number,
             started_at=now,
@@ -337,6 +351,10 @@ class Scheduler:
             next_try_at=None,
         )
         self._to_start.append(st)
+
+    @staticmethod
+    def _attempt_fields(st: TaskState) -> dict[str, Any]:
+        return {"try_number": st.try_number, "started_at": st.started_at}
 
     def _release(self, st: TaskState) -> None:
         self._running -= 1
@@ -398,7 +416,10 @@ class Scheduler:
         if st.try_number <= spec.retries and not self._cancelling:
             delay = spec.retry_delay * (spec.retry_backoff ** (st.try_number - 1))
             due = time.time() + delay
-            self._set(st, "retrying", attempt_row="end", error=error, finished_at=time.time(), next_try_at=due)
+            self._set(
+                st, "retrying", attempt_row="end", error=error, finished_at=time.time(), next_try_at=due,
+                **self._attempt_fields(st),
+            )
             st.resume_adopt = False
             self._retrying += 1
             assert self._events is not None
@@ -576,7 +597,7 @@ class Scheduler:
     # -- the loop ---------------------------------------------------------------------------------
 
     def _done(self) -> bool:
-        return all(st.status in FINAL for st in self.tasks.values())
+        return self._final_count == len(self.tasks)
 
     def _final_status(self) -> str:
         statuses = {st.status for st in self.tasks.values()}
@@ -648,6 +669,7 @@ class Scheduler:
 
     def _prime(self) -> None:
         """Set up remaining-dependency counts and queue whatever can start now."""
+        self._final_count = sum(1 for st in self.tasks.values() if st.status in FINAL)
         for st in self.tasks.values():
             st.remaining = sum(1 for d in st.spec.depends_on if self.tasks[d].status not in FINAL)
         for st in self.tasks.values():
@@ -680,6 +702,14 @@ class Scheduler:
             elif rec.status == "running":
                 # the attempt died with ork: same try, so the same idempotency key, and adopt first
                 st.resume_adopt = True
+                self._updates.append(
+                    TaskUpdate(
+                        self.run_id, name,
+                        {"status": "failed", "error": "ork stopped while this attempt was running",
+                         "finished_at": time.time(), **self._attempt_fields(st)},
+                        "end", st.attempt,
+                    )
+                )
                 if rec.pgid:
                     end_group(rec.pgid, grace=self.kill_grace)
             elif rec.status == "retrying":

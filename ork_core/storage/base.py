@@ -39,18 +39,20 @@ RUN_FIELDS = frozenset({"status", "started_at", "finished_at", "pid", "error"})
 FINAL_RUN_STATUSES = frozenset({"success", "failed", "cancelled"})
 
 
-@dataclass(frozen=True)
+@dataclass
 class TaskUpdate:
     """Set `fields` (names from TASK_FIELDS; `output`/`handle` are JSON-encoded) on one task.
 
-    `attempt_row` also records the attempt in the history table: "start" inserts it,
-    "end" closes it with the task's status and error.
+    `attempt_row="end"` also records attempt number `attempt` in the history table, from
+    `try_number`, `status`, `started_at`, `finished_at` and `error` in `fields` (an attempt
+    is written once, when it is over: the current one lives in the task's own row).
     """
 
     run_id: str
     task: str
     fields: dict[str, Any]
     attempt_row: str | None = None
+    attempt: int = 0
 
 
 @dataclass(frozen=True)

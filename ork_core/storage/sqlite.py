@@ -54,7 +54,7 @@ _MIGRATIONS: list[str] = [
         pgid INTEGER,
         PRIMARY KEY (run_id, name)
     );
-    CREATE INDEX tasks_status ON tasks(status);
+    CREATE INDEX tasks_deferred ON tasks(status) WHERE status = 'deferred';
     CREATE TABLE attempts (
         run_id TEXT NOT NULL, task TEXT NOT NULL, attempt INTEGER NOT NULL, try_number INTEGER NOT NULL,
         status TEXT NOT NULL, started_at REAL, finished_at REAL, error TEXT,
@@ -200,18 +200,15 @@ class SQLiteStorage(Storage):
         if fields:
             cols = ", ".join(f"{k}=?" for k in fields)
             self._db.execute(f"UPDATE tasks SET {cols} WHERE run_id=? AND name=?", (*values, u.run_id, u.task))
-        if u.attempt_row == "start":
+        if u.attempt_row == "end":
+            status = "failed" if fields["status"] == "retrying" else fields["status"]
             self._db.execute(
-                "INSERT OR REPLACE INTO attempts(run_id, task, attempt, try_number, status, started_at)"
-                " SELECT run_id, name, attempt, try_number, status, started_at FROM tasks WHERE run_id=? AND name=?",
-                (u.run_id, u.task),
-            )
-        elif u.attempt_row == "end":
-            self._db.execute(
-                "UPDATE attempts SET status=CASE t.status WHEN 'retrying' THEN 'failed' ELSE t.status END, finished_at=t.finished_at, error=t.error"
-                " FROM (SELECT status, finished_at, error, attempt FROM tasks WHERE run_id=? AND name=?) AS t"
-                " WHERE attempts.run_id=? AND attempts.task=? AND attempts.attempt=t.attempt",
-                (u.run_id, u.task, u.run_id, u.task),
+                "INSERT OR REPLACE INTO attempts(run_id, task, attempt, try_number, status, started_at, finished_at, error)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    u.run_id, u.task, u.attempt, fields.get("try_number", 0), status, fields.get("started_at"),
+                    fields.get("finished_at"), fields.get("error"),
+                ),
             )
 
     # -- reading -------------------------------------------------------------------------

@@ -1,0 +1,5 @@
+"""``python -m ork_core`` is ``ork``."""
+
+from ork_core.cli import main
+
+main()
