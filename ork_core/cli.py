@@ -81,7 +81,38 @@ def _errors(env: Env, code: int = 2) -> Iterator[None]:
         _fail(str(exc), code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OrkGroup(click.Group):
+    """Built-in commands plus those plugins register with ``ork_register_commands`` (loaded lazily)."""
+
+    def _plugin_commands(self, ctx: click.Context) -> Any:
+        env = ctx.find_object(Env) or Env(False, None)
+        try:
+            return env.plugins.registry
+        except OrkError:
+            return None
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        registry = self._plugin_commands(ctx)
+        extra = [n for n in registry.names("command") if n not in self.commands] if registry else []
+        return sorted([*super().list_commands(ctx), *extra])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is not None:
+            return found
+        registry = self._plugin_commands(ctx)
+        if registry is None or cmd_name not in registry.entries["command"]:
+            return None
+        try:
+            command = registry.get("command", cmd_name).load()
+        except OrkError as exc:
+            _fail(f"command {cmd_name!r}: {exc}")
+        if not isinstance(command, click.Command):
+            _fail(f"command {cmd_name!r} is registered as {type(command).__name__}, not a click command")
+        return command
+
+
+@click.group(cls=OrkGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.option("--db", metavar="URL", envvar="ORK_DB", help="State database URL (default: .ork/ork.db beside ork.yaml).")
 @click.version_option(package_name="ork-core", prog_name="ork")

@@ -129,6 +129,8 @@ class Context:
     params: dict[str, Any] = field(default_factory=dict)
     task_config: dict[str, Any] = field(default_factory=dict)
     """The task's executor-specific keys from the workflow file."""
+    config_file: str = ""
+    """The task's ``config_file`` (absolute path, or ""), for methods that get no ``config_file`` argument (``adopt``)."""
     idempotency_key: str = ""
     try_number: int = 1
     env: dict[str, str] = field(default_factory=dict)

@@ -59,6 +59,17 @@ def ork_register_storage(register: Register) -> None:
     """
 
 
+@hookspec
+def ork_register_commands(register: Register) -> None:
+    """Register extra ``ork`` subcommands (``ork bigquery estimate`` …).
+
+    Call ``register(name, "module:command")`` with a lazy target naming a ``click.Command``
+    (or group); the module is imported only when that subcommand is invoked.
+
+    :param register: callable ``register(name: str, target: str) -> None``.
+    """
+
+
 # --- executor lifecycle -------------------------------------------------------------------
 
 

@@ -40,6 +40,7 @@ _REGISTRATION_HOOKS: tuple[tuple[str, Kind], ...] = (
     ("ork_register_executors", "executor"),
     ("ork_register_job_trackers", "tracker"),
     ("ork_register_storage", "storage"),
+    ("ork_register_commands", "command"),
 )
 
 

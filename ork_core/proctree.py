@@ -82,6 +82,16 @@ def _group_exists(pgid: int) -> bool:
     return True
 
 
+def tree_alive(pgid: int) -> bool:
+    """True while a live process of the group remains.
+
+    One syscall when the group is empty (the usual case once a command has exited); the
+    /proc scan only when something may be left. It trusts the group: a member that moved
+    to another group of the session is found by `end_group`, not by this quick check.
+    """
+    return _group_exists(pgid) and bool(group_members(pgid))
+
+
 def signal_group(pgid: int, sig: int) -> bool:
     """Send `sig` to the group and to the session's members outside it; False if none was found."""
     if _protected(pgid):
@@ -604,4 +614,5 @@ __all__ = [
     "group_members",
     "run_tree",
     "signal_group",
+    "tree_alive",
 ]

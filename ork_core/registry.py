@@ -11,12 +11,12 @@ import importlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ork_core.errors import DuplicateExecutorError, ExecutorImportError, PluginError, UnknownExecutorError
 
-Kind = Literal["executor", "tracker", "storage"]
-_KIND_WORDS = {"executor": "executor type", "tracker": "job tracker", "storage": "storage scheme"}
+Kind = Literal["executor", "tracker", "storage", "command"]
+_KIND_WORDS = {"executor": "executor type", "tracker": "job tracker", "storage": "storage scheme", "command": "command"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Source:
         return f"{self.distribution}=={self.version}" if self.distribution else self.plugin
 
 
-def import_target(target: str, *, search_path: Path | None = None) -> type:
+def import_target(target: str, *, search_path: Path | None = None, want_class: bool = True) -> Any:
     """Import ``"module:Class"``; tell a typo apart from a module whose dependency is missing."""
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
@@ -70,7 +70,7 @@ def import_target(target: str, *, search_path: Path | None = None) -> type:
             close = difflib.get_close_matches(part, names, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ExecutorImportError(f"module {module_name!r} has no attribute {part!r}{hint}") from None
-    if not isinstance(obj, type):
+    if want_class and not isinstance(obj, type):
         raise ExecutorImportError(f"{target!r} is a {type(obj).__name__}, not a class")
     return obj
 
@@ -83,7 +83,7 @@ class Registration:
     name: str
     target: type | str
     source: Source
-    _loaded: type | None = field(default=None, repr=False)
+    _loaded: Any = field(default=None, repr=False)
 
     @property
     def target_path(self) -> str:
@@ -95,10 +95,12 @@ class Registration:
     def is_loaded(self) -> bool:
         return self._loaded is not None or not isinstance(self.target, str)
 
-    def load(self, search_path: Path | None = None) -> type:
+    def load(self, search_path: Path | None = None) -> Any:
         if self._loaded is None:
             self._loaded = (
-                import_target(self.target, search_path=search_path) if isinstance(self.target, str) else self.target
+                import_target(self.target, search_path=search_path, want_class=self.kind != "command")
+                if isinstance(self.target, str)
+                else self.target
             )
         return self._loaded
 
@@ -133,7 +135,7 @@ class Register:
                 raise PluginError(
                     f"{self._source.label}: target {target!r} for {name!r} must be a class or 'module:Class'"
                 )
-        elif not isinstance(target, type):
+        elif not isinstance(target, type) and self._kind != "command":
             raise PluginError(f"{self._source.label}: target for {name!r} must be a class or 'module:Class'")
         self._registry.add(Registration(self._kind, name, target, self._source))
 
@@ -142,7 +144,9 @@ class Registry:
     """Everything registered, plus the plugins that were quarantined on the way."""
 
     def __init__(self) -> None:
-        self.entries: dict[Kind, dict[str, list[Registration]]] = {"executor": {}, "tracker": {}, "storage": {}}
+        self.entries: dict[Kind, dict[str, list[Registration]]] = {
+            "executor": {}, "tracker": {}, "storage": {}, "command": {}
+        }
         self.quarantined: list[Quarantined] = []
 
     def add(self, registration: Registration) -> None:

@@ -478,6 +478,7 @@ class Scheduler:
             metrics=Metrics(self.sink, self.run_id, spec.name, st.attempt),
             params=self.params,
             task_config=spec.task_config,
+            config_file=spec.config_file,
             idempotency_key=st.idempotency_key or "",
             try_number=st.try_number,
             env=spec.env,

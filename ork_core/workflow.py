@@ -49,7 +49,7 @@ class WorkflowModel(BaseModel):
     description: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     max_concurrency: int | None = Field(default=None, gt=0)
-    tasks: dict[str, dict[str, Any]] = Field(min_length=1)
+    tasks: dict[str, Any] = Field(min_length=1)
 
 
 CORE_TASK_KEYS = frozenset(TaskModel.model_fields)
