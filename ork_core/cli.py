@@ -343,8 +343,16 @@ def run(env: Env, workflow: Path, params: tuple[str, ...], concurrency: int | No
         params=run_params, reporter=reporter, max_concurrency=concurrency,
     )
     with _errors(env):
-        result = execute(scheduler)
+        result = _execute(execute, scheduler, run_id)
     _finish(env, storage, result, reporter)
+
+
+def _execute(execute: Any, scheduler: Any, run_id: str, **kwargs: Any) -> Any:
+    try:
+        return execute(scheduler, **kwargs)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped; the run can continue with: ork resume {run_id}", err=True)
+        sys.exit(130)
 
 
 def _finish(env: Env, storage: Any, result: Any, reporter: Any) -> None:
@@ -380,7 +388,7 @@ def resume(env: Env, run_id: str | None, concurrency: int | None, force: bool, q
         )
     click.echo(f"run {run_id} (resumed)")
     with _errors(env):
-        result = execute(scheduler, resumed=True)
+        result = _execute(execute, scheduler, run_id, resumed=True)
     _finish(env, storage, result, reporter)
 
 

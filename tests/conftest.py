@@ -1,60 +1,14 @@
-"""Shared fixtures: project folders, fake plugin distributions, and running the CLI."""
+"""Shared fixtures: project folders, the in-process CLI, forgetting imported test modules."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip("\n"))
-    return path
-
-
-def make_dist(site: Path, name: str, version: str, entry_points: dict[str, str], files: dict[str, str]) -> None:
-    """A fake installed distribution: a *.dist-info with entry points, plus its modules."""
-    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    eps = "[ork]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items())
-    (info / "entry_points.txt").write_text(eps)
-    for rel, text in files.items():
-        write(site / rel, text)
-
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
-class Cli:
-    """Runs `ork` in-process (fast) with a given working folder and environment."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.monkeypatch = monkeypatch
-
-    def __call__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> CliResult:
-        from ork_core.cli import main
-
-        self.monkeypatch.chdir(cwd)
-        for key, value in (env or {}).items():
-            self.monkeypatch.setenv(key, value)
-        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-        return CliResult(result.exit_code, result.stdout, result.stderr)
-
+from orkhelpers import Cli
 
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch) -> Cli:
@@ -70,22 +24,16 @@ def project(tmp_path: Path) -> Path:
     return folder
 
 
-def ork_subprocess(args: list[str], cwd: Path, env: dict[str, str] | None = None, **kw: object) -> subprocess.Popen[str]:
-    """Start `ork` as a real child process (for kill -9 tests)."""
-    full_env = {**os.environ, "ORK_DISABLE_PLUGINS": "1", **(env or {})}
-    full_env.pop("ORK_DB", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "ork_core", *args], cwd=cwd, env=full_env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw,  # type: ignore[call-overload]
-    )
-
-
 @pytest.fixture
-def fresh_modules() -> Iterator[None]:
+def fresh_modules(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Forget modules a test imported from its tmp folders, so tests do not leak into each other."""
+    root = str(tmp_path_factory.getbasetemp().parent)
     before = set(sys.modules)
     path_before = list(sys.path)
     yield
     for name in set(sys.modules) - before:
-        del sys.modules[name]
+        module = sys.modules.get(name)
+        file = getattr(module, "__file__", None) or ""
+        if file.startswith(root) or file == "" and name.startswith(("ork_executor_", "acme", "other_mod", "typo", "bad_")):
+            del sys.modules[name]
     sys.path[:] = path_before

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cli, write
+from orkhelpers import Cli, write
 
 EXECUTOR = """
 from pydantic import BaseModel

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ork_subprocess, write
+from orkhelpers import ork_subprocess, write
 
 TASKS = '''
 import os, time

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Cli, write
+from orkhelpers import Cli, write
 from ork import hookimpl
 from ork_core.plugins import build_plugin_manager
 from ork_core.project import Project

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cli, write
+from orkhelpers import Cli, write
 from ork_core.plugins import build_plugin_manager
 from ork_core.project import Project
 from ork_core.workflow import load_workflow
