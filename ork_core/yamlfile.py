@@ -52,23 +52,53 @@ def dotted(path: Iterable[str | int]) -> str:
     return out
 
 
-def _walk(node: yaml.Node, path: PathT, doc: YamlDoc) -> None:
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _build(node: yaml.Node, path: PathT, doc: YamlDoc, loader: yaml.SafeLoader) -> Any:
+    """Construct the value of `node` while recording the line of every path under it.
+
+    Plain strings, mappings and lists are built here (most of a workflow); other scalars
+    (ints, bools, dates …) and merge keys go through PyYAML's own constructor.
+    """
     doc.lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.ScalarNode):
+        return node.value if node.tag == _STR else loader.construct_object(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, path + (index,), doc, loader) for index, item in enumerate(node.value)]
     if isinstance(node, yaml.MappingNode):
+        if any(k.tag == _MERGE for k, _ in node.value):
+            value = loader.construct_object(node, deep=True)
+            _lines_only(node, path, doc)
+            return value
+        out: dict[Any, Any] = {}
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
-            key = key_node.value
+            key = key_node.value if key_node.tag == _STR else loader.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
-            if isinstance(key, str) and key in seen:
+            skey = str(key)
+            if skey in seen:
                 doc.problems.append(
-                    Problem(doc.file, dotted(path + (key,)), f"duplicate key (first defined on line {seen[key]})", line)
+                    Problem(doc.file, dotted(path + (skey,)), f"duplicate key (first defined on line {seen[skey]})", line)
                 )
-            seen[str(key)] = line
-            doc.lines[path + (str(key),)] = line
-            _walk(value_node, path + (str(key),), doc)
+            seen[skey] = line
+            doc.lines[path + (skey,)] = line
+            out[key] = _build(value_node, path + (skey,), doc, loader)
+        return out
+    return loader.construct_object(node, deep=True)
+
+
+def _lines_only(node: yaml.Node, path: PathT, doc: YamlDoc) -> None:
+    doc.lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            doc.lines.setdefault(path + (key,), key_node.start_mark.line + 1)
+            _lines_only(value_node, path + (key,), doc)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, path + (index,), doc)
+            _lines_only(item, path + (index,), doc)
 
 
 def load_yaml(path: Path, *, text: str | None = None, what: str = "a mapping") -> YamlDoc:
@@ -88,7 +118,8 @@ def load_yaml(path: Path, *, text: str | None = None, what: str = "a mapping") -
         node = loader.get_single_node()
         if node is None:
             return YamlDoc(name, None, problems=[Problem(name, "", f"the file is empty; expected {what}")])
-        data = loader.construct_document(node)
+        doc = YamlDoc(name, None)
+        doc.data = data = _build(node, (), doc, loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -98,8 +129,6 @@ def load_yaml(path: Path, *, text: str | None = None, what: str = "a mapping") -
         return YamlDoc(name, None, problems=[Problem(name, "", f"invalid YAML: {exc}")])
     finally:
         loader.dispose()
-    doc = YamlDoc(name, data)
-    _walk(node, (), doc)
     if not isinstance(data, dict):
         doc.problems.append(Problem(name, "", f"expected {what}, found {_kind(data)}", doc.line(())))
     return doc

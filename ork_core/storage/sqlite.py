@@ -167,15 +167,7 @@ class SQLiteStorage(Storage):
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                for u in updates:
-                    if isinstance(u, TaskUpdate):
-                        self._task_update(u)
-                    else:
-                        bad = set(u.fields) - RUN_FIELDS
-                        if bad:
-                            raise ValueError(f"unknown run fields {bad}")
-                        cols = ", ".join(f"{k}=?" for k in u.fields)
-                        db.execute(f"UPDATE runs SET {cols} WHERE id=?", (*u.fields.values(), u.run_id))
+                self._apply(updates)
                 if logs:
                     db.executemany(
                         "INSERT INTO logs VALUES (?,?,?,?,?,?,?)",
@@ -191,25 +183,46 @@ class SQLiteStorage(Storage):
                 db.execute("ROLLBACK")
                 raise
 
-    def _task_update(self, u: TaskUpdate) -> None:
-        fields = u.fields
-        bad = set(fields) - TASK_FIELDS
-        if bad:
-            raise ValueError(f"unknown task fields {bad}")
-        values = [json.dumps(v) if k in _JSON_FIELDS and v is not None else v for k, v in fields.items()]
-        if fields:
-            cols = ", ".join(f"{k}=?" for k in fields)
-            self._db.execute(f"UPDATE tasks SET {cols} WHERE run_id=? AND name=?", (*values, u.run_id, u.task))
-        if u.attempt_row == "end":
-            status = "failed" if fields["status"] == "retrying" else fields["status"]
-            self._db.execute(
-                "INSERT OR REPLACE INTO attempts(run_id, task, attempt, try_number, status, started_at, finished_at, error)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    u.run_id, u.task, u.attempt, fields.get("try_number", 0), status, fields.get("started_at"),
-                    fields.get("finished_at"), fields.get("error"),
-                ),
-            )
+    def _apply(self, updates: Sequence[TaskUpdate | RunUpdate]) -> None:
+        """Run the updates in order; consecutive ones of the same shape go in one executemany."""
+        db = self._db
+        batch_sql: str | None = None
+        batch: list[tuple[Any, ...]] = []
+        for u in updates:
+            if isinstance(u, RunUpdate):
+                bad = set(u.fields) - RUN_FIELDS
+                if bad:
+                    raise ValueError(f"unknown run fields {bad}")
+                sql = f"UPDATE runs SET {', '.join(f'{k}=?' for k in u.fields)} WHERE id=?"
+                params: tuple[Any, ...] = (*u.fields.values(), u.run_id)
+            else:
+                fields = u.fields
+                bad = set(fields) - TASK_FIELDS
+                if bad:
+                    raise ValueError(f"unknown task fields {bad}")
+                sql = f"UPDATE tasks SET {', '.join(f'{k}=?' for k in fields)} WHERE run_id=? AND name=?"
+                values = [json.dumps(v) if k in _JSON_FIELDS and v is not None else v for k, v in fields.items()]
+                params = (*values, u.run_id, u.task)
+            if sql != batch_sql and batch:
+                db.executemany(batch_sql, batch)  # type: ignore[arg-type]
+                batch = []
+            batch_sql = sql
+            batch.append(params)
+            if isinstance(u, TaskUpdate) and u.attempt_row == "end":
+                db.executemany(sql, batch)
+                batch, batch_sql = [], None
+                fields = u.fields
+                status = "failed" if fields["status"] == "retrying" else fields["status"]
+                db.execute(
+                    "INSERT OR REPLACE INTO attempts(run_id, task, attempt, try_number, status, started_at, finished_at, error)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        u.run_id, u.task, u.attempt, fields.get("try_number", 0), status, fields.get("started_at"),
+                        fields.get("finished_at"), fields.get("error"),
+                    ),
+                )
+        if batch:
+            db.executemany(batch_sql, batch)  # type: ignore[arg-type]
 
     # -- reading -------------------------------------------------------------------------
 
