@@ -6,7 +6,6 @@ tagged with run, task and attempt, so `ork logs RUN --task T` shows exactly that
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import threading
@@ -15,7 +14,10 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class TaskSink(Protocol):

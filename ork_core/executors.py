@@ -7,7 +7,6 @@ optional and detected, never required (a small interface is easier to implement 
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import types
 import typing
@@ -166,7 +165,7 @@ class ExecutorManager:
         self._resolve = resolve
         self._hooks = hooks
         self._instances: dict[str, object] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, Any] = {}
 
     def resolved(self, name: str) -> ResolvedExecutor:
         return self._resolve(name)
@@ -175,6 +174,8 @@ class ExecutorManager:
         instance = self._instances.get(name)
         if instance is not None:
             return instance
+        import asyncio  # here, not at module level: `from ork import executor` should stay light
+
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             instance = self._instances.get(name)
