@@ -76,7 +76,7 @@ def inspect_executor(cls: type, task_config: type[BaseModel] | None = None) -> E
             f"@executor {name}: no run method; define "
             "'def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> Output'"
         )
-    init = cls.__init__
+    init = cls.__dict__.get("__init__") or getattr(cls, "__init__")
     if init is object.__init__:
         raise ExecutorDefinitionError(
             f"@executor {name}: no __init__; define '__init__(self, config: MyConfig)' where MyConfig is a "

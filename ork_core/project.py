@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,7 +139,7 @@ class Project:
         try:
             settings = ProjectFile.model_validate(doc.data)
         except ValidationError as exc:
-            keys = {(): ProjectFile.model_fields.keys()}
+            keys: dict[tuple[str | int, ...], Iterable[str]] = {(): ProjectFile.model_fields.keys()}
             if isinstance(doc.data, dict):
                 for name in (doc.data.get("executors") or {}) if isinstance(doc.data.get("executors"), dict) else {}:
                     keys[("executors", name)] = ExecutorEntry.model_fields.keys()
@@ -237,7 +237,7 @@ class Project:
                         )
                     ]
                 ) from None
-            keys = {base + ("config",): spec.config_model.model_fields.keys()}
+            keys: dict[tuple[str | int, ...], Iterable[str]] = {base + ("config",): spec.config_model.model_fields.keys()}
             raise ProjectError(
                 validation_problems(self.doc or YamlDoc(self.label, None), exc, base + ("config",), valid_keys=keys, show_input=False)
             ) from None

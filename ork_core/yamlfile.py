@@ -8,7 +8,7 @@ accepts (last one wins), are reported here because they almost always hide a mis
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,7 +153,7 @@ def validation_problems(
     exc: ValidationError,
     prefix: PathT = (),
     *,
-    valid_keys: dict[PathT, Iterable[str]] | None = None,
+    valid_keys: Mapping[PathT, Iterable[str]] | None = None,
     show_input: bool = True,
 ) -> list[Problem]:
     """Turn a pydantic error into one `Problem` per field, located in the YAML file.
