@@ -296,15 +296,17 @@ def _compile_task(
         seen.add(dep)
     # executor
     task_config_model = None
+    resolved_ok = False
     try:
         resolved = project.resolve(tm.executor)
         task_config_model = resolved.spec.task_config_model
+        resolved_ok = True
     except ProjectError as exc:
         problems.append(doc.problem(base + ("executor",), f"executor {tm.executor!r} is misconfigured: " + "; ".join(str(p) for p in exc.problems)))
     except OrkError as exc:
         problems.append(doc.problem(base + ("executor",), str(exc)))
-    # executor-specific keys
-    if extra:
+    # executor-specific keys (only checkable once the executor is known)
+    if extra and resolved_ok:
         if task_config_model is None:
             for key in extra:
                 problems.append(
