@@ -261,7 +261,7 @@ def executors_show(env: Env, name: str) -> None:
         for field_name, info in model.model_fields.items():
             prop = schema.get("properties", {}).get(field_name, {})
             kind = prop.get("type") or " | ".join(str(o.get("type", o.get("$ref", "?"))) for o in prop.get("anyOf", [])) or "object"
-            default = "required" if field_name in required else f"default {info.default!r}"
+            default = "required" if field_name in required else f"default {info.get_default(call_default_factory=True)!r}"
             doc = f" — {info.description}" if info.description else ""
             click.echo(f"  {field_name}: {kind} ({default}){doc}")
     if spec.optional:
@@ -554,3 +554,61 @@ def jobs(env: Env, as_json: bool) -> None:
     for d in data:
         table.add_row(d["run"], d["task"], d["executor"], d["external_id"] or "-", _ts(d["deferred_since"]), _ts(d["last_poll"]), d["last_error"] or "", d["link"] or "")
     Console().print(table)
+
+
+# --- new -------------------------------------------------------------------------------------
+
+
+@main.group()
+def new() -> None:
+    """Start a new plugin package from ork's template."""
+
+
+@new.command("executor")
+@click.argument("name")
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+              help="Where to create the ork-executor-NAME folder.")
+@click.option("--description", help="One line saying what the executor runs.")
+@click.option("--author", help="Author name (default: git config user.name).")
+@click.option("--email", help="Author email (default: git config user.email).")
+@click.option("--kind", type=click.Choice(["sync", "deferred"]),
+              help="sync: run() does the work; deferred: run() submits a job that a tracker polls.")
+@click.option("--template", metavar="PATH_OR_URL", envvar="ORK_EXECUTOR_TEMPLATE",
+              help="Another cookiecutter-executor template (default: the one shipped with ork).")
+@click.option("--no-input", is_flag=True, help="Ask nothing: use the defaults for values not given.")
+@pass_env
+def new_executor(
+    env: Env, name: str, output_dir: Path, description: str | None, author: str | None, email: str | None,
+    kind: str | None, template: str | None, no_input: bool,
+) -> None:
+    """Create ork-executor-NAME: one executor, its tests (with ork's conformance kit), README and CI.
+
+    Asks for the values not given when run in a terminal; --no-input never asks.
+    """
+    from ork_core import scaffold
+    from ork_core.scaffold import ExecutorAnswers, check_executor_name, render_executor
+
+    with _errors(env):
+        check_executor_name(name)
+        answers = ExecutorAnswers.defaults(name)
+        ask = not no_input and scaffold.stdin_is_terminal()
+
+        def value(given: str | None, prompt: str, default: str, **kw: Any) -> str:
+            if given is not None:
+                return given
+            return str(click.prompt(prompt, default=default, **kw)) if ask else default
+
+        answers = ExecutorAnswers(
+            name=name,
+            description=value(description, "Description", answers.description),
+            author_name=value(author, "Author", answers.author_name),
+            author_email=value(email, "Email", answers.author_email),
+            kind=value(kind, "Kind", answers.kind, type=click.Choice(["sync", "deferred"])),
+        )
+        created = render_executor(answers, output_dir, template=template)
+    click.echo(f"created {created}")
+    click.echo("next:")
+    click.echo(f"  cd {created}")
+    click.echo("  pip install -e '.[test]'")
+    click.echo("  pytest                     # the conformance kit, and `ork executors` finding the plugin")
+    click.echo(f"  ork executors show {name}")
