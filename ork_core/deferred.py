@@ -52,18 +52,21 @@ class JobStatus:
     output: Any = None
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    metrics: tuple[tuple[str, float, dict[str, str]], ...] = ()
+    """``(name, value, labels)`` to record for the task when the job ends: a tracker has no
+    ``ctx.metrics``, and after ``ork resume`` no ``run`` call ever sees the job finish."""
 
     @classmethod
     def running(cls, **details: Any) -> JobStatus:
         return cls(JobState.RUNNING, details=details)
 
     @classmethod
-    def succeeded(cls, output: Any = None) -> JobStatus:
-        return cls(JobState.SUCCEEDED, output=output)
+    def succeeded(cls, output: Any = None, *, metrics: tuple[tuple[str, float, dict[str, str]], ...] = ()) -> JobStatus:
+        return cls(JobState.SUCCEEDED, output=output, metrics=tuple(metrics))
 
     @classmethod
-    def failed(cls, error: str) -> JobStatus:
-        return cls(JobState.FAILED, error=error)
+    def failed(cls, error: str, *, metrics: tuple[tuple[str, float, dict[str, str]], ...] = ()) -> JobStatus:
+        return cls(JobState.FAILED, error=error, metrics=tuple(metrics))
 
 
 @runtime_checkable

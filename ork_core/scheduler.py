@@ -10,7 +10,6 @@ hot path, and a kill at any moment leaves storage describing exactly what was st
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import inspect
 import os
@@ -36,6 +35,7 @@ from ork_core.proctree import end_group
 from ork_core.project import Project
 from ork_core.storage.base import LogLine, Metric, RunUpdate, Storage, TaskUpdate
 from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
+from ork_core.workers import DaemonPool
 from ork_core.workflow import CompiledTask, CompiledWorkflow, required_params
 
 FINAL = frozenset({"success", "failed", "skipped", "upstream_failed", "cancelled"})
@@ -218,7 +218,7 @@ class Scheduler:
         self._to_start: list[TaskState] = []
         self._events: asyncio.Queue[tuple[str, Any]] | None = None
         self._cancelling = False
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool: DaemonPool | None = None
         self._triggerer: Triggerer | None = None
         self._to_track: list[TaskState] = []
         self._timers: set[asyncio.TimerHandle] = set()
@@ -404,6 +404,8 @@ class Scheduler:
                 last_poll_error=None,
             )
             self._to_track.append(st)
+            if self._cancelling:  # run() returned after the user cancelled: cancel the job it started
+                self._cancel_deferred.append(st)
         elif outcome.status == "skipped":
             self._finish(st, "skipped", error=outcome.error)
         elif outcome.status == "cancelled" or self._cancelling:
@@ -444,10 +446,15 @@ class Scheduler:
             return
         st.handle = None
         if event.kind == "timeout":
-            self._fail_or_retry(st, f"timed out after {st.spec.timeout:g}s (the external job was cancelled)")
+            cancelled = f"; {event.error}" if event.error else " (the external job was cancelled)"
+            self._fail_or_retry(st, f"timed out after {st.spec.timeout:g}s{cancelled}")
             return
         status = event.status
         assert status is not None
+        if status.metrics:
+            recorder = Metrics(self.sink, self.run_id, st.spec.name, st.attempt)
+            for name, value, labels in status.metrics:
+                recorder.record(name, value, labels)
         if status.state is JobState.SUCCEEDED:
             try:
                 output = to_output(status.output, self._output_model(st))
@@ -612,7 +619,7 @@ class Scheduler:
         self._loop = asyncio.get_running_loop()
         self._events = asyncio.Queue()
         self._cancel_deferred: list[TaskState] = []
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(self.limit, 1), thread_name_prefix="ork-task")
+        self._pool = DaemonPool()
         self._triggerer = Triggerer(
             self.plugins.registry,
             self.executors,
@@ -641,8 +648,8 @@ class Scheduler:
                 self._to_track = []
                 if self._cancel_deferred:
                     pending, self._cancel_deferred = self._cancel_deferred, []
-                    for st in pending:
-                        error = await self._triggerer.cancel(st.spec.name)
+                    cancel_errors = await asyncio.gather(*(self._triggerer.cancel(st.spec.name) for st in pending))
+                    for st, error in zip(pending, cancel_errors):
                         self._finish(st, "cancelled", error=error or "run cancelled (the external job was cancelled)")
                     continue
                 if self._done():
@@ -744,7 +751,11 @@ def _install_signal_handlers(loop: asyncio.AbstractEventLoop, scheduler: Schedul
         loop.add_signal_handler(signal.SIGINT, on_sigint)
     except (NotImplementedError, RuntimeError):
         return lambda: None
-    return lambda: loop.remove_signal_handler(signal.SIGINT)
+
+    def remove() -> None:
+        loop.remove_signal_handler(signal.SIGINT)
+
+    return remove
 
 
 def create_run(

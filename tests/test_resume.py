@@ -145,3 +145,25 @@ def test_resume_refuses_a_finished_run_and_a_live_process(chain: Path) -> None:
     _, err = again.communicate(timeout=30)
     assert again.returncode == 2 and "already finished (success)" in err
     assert os.path.exists(db)
+
+
+def test_ctrl_c_cancels_the_run_and_records_it(chain: Path) -> None:
+    log = chain / "executions.log"
+    write(chain / "wf.yaml", f"""
+        name: interrupted
+        tasks:
+          slow: {{file: tasks.py, function: step, inputs: {{name: slow, log: "{log}", seconds: 30}}}}
+          after: {{file: tasks.py, function: step, depends_on: [slow], inputs: {{name: after, log: "{log}"}}}}
+        """)
+    proc = ork_subprocess(["run", "wf.yaml"], cwd=chain)
+    db = chain / ".ork" / "ork.db"
+    wait_for(lambda: statuses(db).get("slow") == "running")
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert time.monotonic() - start < 10
+    assert statuses(db) == {"slow": "cancelled", "after": "cancelled"}
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT status FROM runs").fetchone() == ("cancelled",)
+    assert "cancelled" in out
