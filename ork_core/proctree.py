@@ -194,14 +194,16 @@ class LineSplitter:
         if b"\n" not in data:
             self._partial += data
             return self._cut_partial()
-        parts = data.split(b"\n")
         if self._partial:
-            parts[0] = bytes(self._partial) + parts[0]
-        self._partial = bytearray(parts.pop())
-        lines = [p[:-1] if p.endswith(b"\r") else p for p in parts]
-        if self.max_line is not None and any(len(line) > self.max_line for line in lines):
+            data = bytes(self._partial) + data
+        lines = data.split(b"\n")
+        self._partial = bytearray(lines.pop())
+        # per-line Python work only when the chunk needs it: this runs for every byte of output
+        if b"\r" in data:
+            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        if self.max_line is not None and len(data) > self.max_line and max(map(len, lines)) > self.max_line:
             lines = [piece for line in lines for piece in self._pieces(line)]
-        return lines + self._cut_partial()
+        return lines + self._cut_partial() if len(self._partial) > (self.max_line or len(self._partial)) else lines
 
     def flush(self) -> list[bytes]:
         """The last line when the stream ended without a newline."""
@@ -270,9 +272,20 @@ class TreeProcess:
     /proc, leader reaped — before the cancellation propagates. `on_start(pgid)` is called
     right after the start, so the caller can record the group.
 
+    The start happens in a worker thread (the loop's default executor): creating the
+    command's folders, starting the process (the caller is blocked until the child has
+    exec'd) and `on_start` (committing the group id) are blocking system calls that release
+    the GIL, so they overlap with the loop's work instead of stalling every other task.
+    Everything after the start happens on the loop: the leader's exit arrives through a
+    pidfd, and no thread waits per process.
+
     `channel_env` opens a third pipe to the child: its write end's number is put in the
     child's environment under that name, and its lines arrive as stream ``"channel"``
     (never cut: a structured message must arrive whole).
+
+    `prepare` runs in the starting thread just before the process starts (create the
+    folders the command needs there); environment variables it returns are added to the
+    child's. `on_start` also runs in that thread.
     """
 
     def __init__(
@@ -288,10 +301,11 @@ class TreeProcess:
         max_line: int | None = DEFAULT_MAX_LINE,
         stdin: bytes | None = None,
         channel_env: str | None = None,
+        prepare: Callable[[], Mapping[str, str] | None] | None = None,
     ) -> None:
         self.argv = list(argv)
         self.cwd = cwd
-        self.env = dict(env) if env is not None else None
+        self.env = env
         self.on_lines = on_lines
         self.on_chunk = on_chunk
         self.on_start = on_start
@@ -299,19 +313,23 @@ class TreeProcess:
         self.max_line = max_line
         self.stdin = stdin
         self.channel_env = channel_env
+        self.prepare = prepare
         self.pid: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._popen: subprocess.Popen[bytes] | None = None
         self._fds: dict[str, int] = {}
         self._splitters: dict[str, LineSplitter] = {}
-        self._eof: dict[str, asyncio.Future[None]] = {}
+        self._open_streams = 0
+        self._returncode: int | None = None
         self._exited: asyncio.Future[int] | None = None
-        self._failure: asyncio.Future[BaseException] | None = None
+        self._wake: asyncio.Future[None] | None = None
+        self._eof: asyncio.Future[None] | None = None
+        self._failure: BaseException | None = None
         self._ending: asyncio.Task[bool] | None = None
         self._pidfd: int | None = None
         self._stdin_fd: int | None = None
         self._stdin_view: memoryview | None = None
         self._started = 0.0
+        self._start_error: BaseException | None = None
 
     @property
     def pgid(self) -> int | None:
@@ -319,16 +337,24 @@ class TreeProcess:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
-        """The loop the tree is running in (for ending it from another thread)."""
+        """The loop the tree runs in (to end it from another thread)."""
         return self._loop
 
     # -- start --------------------------------------------------------------------------------
 
-    def _start(self) -> None:
-        loop = self._loop = asyncio.get_running_loop()
+    def _spawn(self) -> dict[str, int]:
+        """Create the pipes and start the leader; returns ork's ends of the pipes.
+
+        Thread-safe: it touches no loop state, so `run` can call it in a worker thread.
+        """
         env = self.env
+        if self.prepare is not None:
+            extra = self.prepare()
+            if extra:
+                env = {**(os.environ if env is None else env), **extra}
         child_ends: list[int] = []
         mine: dict[str, int] = {}
+        popen: subprocess.Popen[bytes] | None = None
         try:
             for name in ("stdout", "stderr") + (("channel",) if self.channel_env else ()):
                 r, w = os.pipe()
@@ -340,7 +366,7 @@ class TreeProcess:
                 r, w = os.pipe()
                 mine["stdin"] = w
                 child_ends.append(r)
-            self._popen = subprocess.Popen(
+            popen = subprocess.Popen(
                 self.argv,
                 cwd=self.cwd,
                 env=env,
@@ -351,17 +377,33 @@ class TreeProcess:
                 pass_fds=(child_ends[2],) if self.channel_env is not None else (),
             )
         except BaseException:
-            for fd in (*child_ends, *mine.values()):
+            for fd in mine.values():
                 os.close(fd)
             raise
         finally:
-            if self._popen is not None:
-                for fd in child_ends:
-                    os.close(fd)
+            for fd in child_ends:
+                os.close(fd)
+        popen.returncode = 0  # reaped here, not by Popen: keep Popen.__del__ quiet
         self._started = time.monotonic()
-        self.pid = self._popen.pid
+        self.pid = popen.pid
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
+        if self.on_start is not None:
+            try:
+                self.on_start(self.pid)
+            except BaseException as exc:  # noqa: BLE001 - raised by run(), after the tree is ended
+                self._start_error = exc
+        return mine
+
+    def _attach(self, mine: dict[str, int]) -> None:
+        """Hook the pipes and the exit into the loop (on the loop's thread)."""
+        loop = self._loop
+        assert loop is not None
         self._exited = loop.create_future()
-        self._failure = loop.create_future()
+        self._wake = loop.create_future()
+        self._eof = loop.create_future()
         self._watch("stdout", mine["stdout"], self.max_line)
         self._watch("stderr", mine["stderr"], self.max_line)
         if "channel" in mine:
@@ -371,29 +413,21 @@ class TreeProcess:
             os.set_blocking(self._stdin_fd, False)
             self._stdin_view = memoryview(self.stdin or b"")
             loop.add_writer(self._stdin_fd, self._writable)
-        self._watch_exit()
+        if self._pidfd is not None:
+            loop.add_reader(self._pidfd, self._reap)
+        else:
+            self._poll_exit()
 
     def _watch(self, name: str, fd: int, max_line: int | None) -> None:
         assert self._loop is not None
         os.set_blocking(fd, False)
         self._fds[name] = fd
         self._splitters[name] = LineSplitter(max_line)
-        self._eof[name] = self._loop.create_future()
+        self._open_streams += 1
         self._loop.add_reader(fd, self._readable, name)
 
-    def _watch_exit(self) -> None:
-        """Learn of the leader's exit from a pidfd (no thread per process); poll where there is none."""
-        assert self._loop is not None and self.pid is not None
-        try:
-            self._pidfd = os.pidfd_open(self.pid)
-        except (AttributeError, OSError):
-            self._pidfd = None
-        if self._pidfd is not None:
-            self._loop.add_reader(self._pidfd, self._reap)
-        else:
-            self._poll_exit()
-
     def _poll_exit(self) -> None:
+        """Without pidfd (old kernels, other systems): look for the exit every 10 ms."""
         assert self._loop is not None and self._exited is not None
         self._reap()
         if not self._exited.done():
@@ -413,10 +447,14 @@ class TreeProcess:
             self._loop.remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
-        code = os.waitstatus_to_exitcode(status)
-        if self._popen is not None:
-            self._popen.returncode = code
-        self._exited.set_result(code)
+        self._returncode = os.waitstatus_to_exitcode(status)
+        self._exited.set_result(self._returncode)
+        self._set(self._wake)
+
+    @staticmethod
+    def _set(fut: asyncio.Future[None] | None) -> None:
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     # -- I/O callbacks ------------------------------------------------------------------------
 
@@ -432,10 +470,22 @@ class TreeProcess:
             data = b""
         try:
             self._consume(name, data)
-        except BaseException as exc:  # a handler failed (disk full …): stop the whole tree
+        except BaseException as exc:  # noqa: BLE001 - a handler failed (disk full …): stop the whole tree
             self._close_stream(name)
-            if self._failure is not None and not self._failure.done():
-                self._failure.set_result(exc)
+            if self._failure is None:
+                self._failure = exc
+            self._set(self._wake)
+
+    def _consume(self, name: str, data: bytes) -> None:
+        if data:
+            if self.on_chunk is not None and name != "channel":
+                self.on_chunk(name, data)
+            lines = self._splitters[name].feed(data)
+        else:
+            self._close_stream(name)
+            lines = self._splitters[name].flush()
+        if lines and self.on_lines is not None:
+            self.on_lines(name, lines)
 
     def _close_stream(self, name: str) -> None:
         fd = self._fds.pop(name, None)
@@ -444,12 +494,12 @@ class TreeProcess:
         assert self._loop is not None
         self._loop.remove_reader(fd)
         os.close(fd)
-        fut = self._eof.get(name)
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        self._open_streams -= 1
+        if self._open_streams == 0:
+            self._set(self._eof)
 
     def _writable(self) -> None:
-        assert self._stdin_fd is not None and self._stdin_view is not None and self._loop is not None
+        assert self._stdin_fd is not None and self._stdin_view is not None
         try:
             written = os.write(self._stdin_fd, self._stdin_view[:READ_SIZE])
         except (BlockingIOError, InterruptedError):
@@ -486,47 +536,50 @@ class TreeProcess:
                     data = b""
                 self._consume(name, data)
 
-    def _consume(self, name: str, data: bytes) -> None:
-        if data:
-            if self.on_chunk is not None and name != "channel":
-                self.on_chunk(name, data)
-            lines = self._splitters[name].feed(data)
-        else:
-            self._close_stream(name)
-            lines = self._splitters[name].flush()
-        if lines and self.on_lines is not None:
-            self.on_lines(name, lines)
-
     # -- the run ----------------------------------------------------------------------------------
 
     async def run(self) -> Completed:
         """Start, stream and wait; on cancellation end the tree before re-raising."""
-        if self.pid is not None:
+        if self._loop is not None:
             raise RuntimeError("a TreeProcess runs once")
-        self._start()
-        assert self._exited is not None and self._failure is not None and self.pid is not None
+        loop = self._loop = asyncio.get_running_loop()
+        spawning = loop.run_in_executor(None, self._spawn)
         try:
-            if self.on_start is not None:
-                self.on_start(self.pid)
-            await asyncio.wait((self._exited, self._failure), return_when=asyncio.FIRST_COMPLETED)
-            if self._failure.done():
+            mine = await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            # cancelled while the process was being started: it may exist now; end it, then re-raise
+            with contextlib.suppress(BaseException):
+                self._attach(await spawning)
                 await self._end_uninterrupted()
-                raise self._failure.result()
+                self._close_all()
+            raise
+        self._attach(mine)
+        assert self._exited is not None and self._wake is not None and self._eof is not None
+        assert self.pid is not None
+        try:
+            if self._start_error is not None:
+                raise self._start_error
+            await self._wake
+            if self._failure is not None:
+                raise self._failure
             requested = self._ending is not None
             leftovers = 0
-            if _group_exists(self.pid) or requested:
+            if requested or _group_exists(self.pid):
                 leftovers = 0 if requested else len(group_members(self.pid))
                 await self._end_uninterrupted()
-            unclosed = await self._wait_eof()
-            if self._failure.done():
-                raise self._failure.result()
+            if not self._eof.done():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._eof), DRAIN_TIMEOUT)
+                self._drain_now()
+            if self._failure is not None:
+                raise self._failure
             return Completed(
                 returncode=self._exited.result(),
                 pgid=self.pid,
                 duration=time.monotonic() - self._started,
                 leftovers=leftovers,
                 ended=requested,
-                unclosed=unclosed,
+                unclosed=tuple(name for name in ("stdout", "stderr", "channel") if name in self._fds),
             )
         except BaseException:
             await self._end_uninterrupted()
@@ -535,13 +588,6 @@ class TreeProcess:
             raise
         finally:
             self._close_all()
-
-    async def _wait_eof(self) -> tuple[str, ...]:
-        pending = [f for f in self._eof.values() if not f.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=DRAIN_TIMEOUT)
-        self._drain_now()
-        return tuple(name for name in ("stdout", "stderr", "channel") if name in self._fds)
 
     async def end(self) -> bool:
         """End the tree now (SIGTERM, grace, SIGKILL), wait until it is gone; True if confirmed."""

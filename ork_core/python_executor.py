@@ -221,3 +221,9 @@ class PythonExecutor:
 
             return run_isolated(task, inputs, ctx, upstream, python=task.python or self.config.python)
         return call(prepare(task, ctx), inputs, ctx, upstream)
+
+    async def cancel(self, ctx: Context) -> None:
+        """End an ``isolation: process`` task's child interpreter before the task is marked ended."""
+        from ork_core.python_isolated import cancel_isolated
+
+        await cancel_isolated(ctx)

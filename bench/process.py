@@ -1,0 +1,126 @@
+"""Benchmark: 1,000 tasks that each run ``true``, through ``ork run``, against plain Python.
+
+Both sides are timed as whole processes (interpreter start, imports and all):
+
+- baseline: one Python process that runs the same ``subprocess.run(["true"])`` calls from a
+  2-worker thread pool;
+- ork: ``ork run --concurrency 2`` on a workflow of independent ``process`` tasks, with a
+  fresh state database each time.
+
+Runs alternate (baseline, ork, baseline, ork …) so a change in machine load hits both, and
+the medians are compared. Target: ork ≤ 1.3 × baseline.
+
+    .venv/bin/python bench/process.py [--tasks 1000] [--concurrency 2] [--runs 7] [--profile]
+
+``--profile`` also runs ork once in-process under cProfile and prints where the time went.
+
+Both children run with Python's bytecode cache enabled (``PYTHONDONTWRITEBYTECODE`` is
+removed from their environment), as in a normal installation where pip compiled every
+module; the warm-up run writes the cache of the editable checkout. ``--no-bytecode-cache``
+keeps the variable (every ``ork`` start then compiles ork's modules from source).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BASELINE = """
+import subprocess, sys
+from concurrent.futures import ThreadPoolExecutor
+n, workers = int(sys.argv[1]), int(sys.argv[2])
+with ThreadPoolExecutor(workers) as pool:
+    for result in pool.map(lambda _: subprocess.run(["true"]), range(n)):
+        if result.returncode != 0:
+            sys.exit(1)
+"""
+
+PROFILE = """
+import cProfile, pstats, sys
+from ork_core.cli import main
+sys.argv = ["ork", "run", "-q", "--concurrency", sys.argv[2], sys.argv[1]]
+profiler = cProfile.Profile()
+profiler.enable()
+try:
+    main()
+except SystemExit:
+    pass
+profiler.disable()
+stats = pstats.Stats(profiler, stream=sys.stderr)
+stats.sort_stats("tottime").print_stats(25)
+stats.sort_stats("cumulative").print_stats(40)
+"""
+
+
+def write_project(folder: Path, tasks: int) -> Path:
+    (folder / "ork.yaml").write_text("max_concurrency: 64\n")
+    lines = ["name: bench_true", "tasks:"]
+    lines += [f"  t{i:05d}: {{executor: process, command: [\"true\"]}}" for i in range(tasks)]
+    workflow = folder / "bench.yaml"
+    workflow.write_text("\n".join(lines) + "\n")
+    return workflow
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(
+        argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False
+    )
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{argv[:4]} failed with code {done.returncode}:\n{done.stderr[-2000:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--profile", action="store_true", help="also profile one ork run with cProfile")
+    parser.add_argument("--no-bytecode-cache", action="store_true", help="keep PYTHONDONTWRITEBYTECODE")
+    args = parser.parse_args()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORK_")}
+    if not args.no_bytecode_cache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+
+    folder = Path(tempfile.mkdtemp(prefix="ork-bench-process-"))
+    try:
+        workflow = write_project(folder, args.tasks)
+        python = sys.executable
+        baseline_argv = [python, "-c", BASELINE, str(args.tasks), str(args.concurrency)]
+        ork_argv = [python, "-m", "ork_core", "run", "-q", "--concurrency", str(args.concurrency), str(workflow)]
+        # one warm-up of each (file cache, lazily created folders), not counted
+        timed(baseline_argv, folder, env)
+        timed(ork_argv, folder, env)
+        base: list[float] = []
+        ork: list[float] = []
+        for _ in range(args.runs):
+            shutil.rmtree(folder / ".ork", ignore_errors=True)
+            base.append(timed(baseline_argv, folder, env))
+            ork.append(timed(ork_argv, folder, env))
+        b, o = statistics.median(base), statistics.median(ork)
+        print(f"{args.tasks} tasks running `true`, concurrency {args.concurrency}, {args.runs} runs each (whole processes)")
+        cache = "off (PYTHONDONTWRITEBYTECODE)" if "PYTHONDONTWRITEBYTECODE" in env else "on"
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}, "
+              f"bytecode cache {cache}")
+        print(f"baseline (subprocess.run, 2-worker pool): median {b:.3f}s  runs {' '.join(f'{x:.3f}' for x in base)}")
+        print(f"ork run (process executor):               median {o:.3f}s  runs {' '.join(f'{x:.3f}' for x in ork)}")
+        print(f"ratio ork / baseline: {o / b:.2f}x  (target <= 1.30x); ork per task {o / args.tasks * 1000:.2f} ms")
+        if args.profile:
+            shutil.rmtree(folder / ".ork", ignore_errors=True)
+            subprocess.run([python, "-c", PROFILE, str(workflow), str(args.concurrency)], cwd=folder, env=env,
+                           stdout=subprocess.DEVNULL, check=False)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""The process executor through ork's real scheduler (``ork.testing.run_task``), real processes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ork.testing import TaskResult, run_task
+from ork_core.proctree import group_members
+
+pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+
+
+def run(project: Path, **task: Any) -> TaskResult:
+    options = {k: task.pop(k) for k in ("timeout", "upstream", "params", "config", "cancel_after") if k in task}
+    return run_task("process", task=task, project_dir=project, **options)
+
+
+def attempt_dir(project: Path, result: TaskResult, attempt: int = 1) -> Path:
+    return project / ".ork" / "artifacts" / result.run_id / "task" / str(attempt)
+
+
+# -- success, output, artifacts --------------------------------------------------------------------
+
+
+def test_default_output_is_exit_code_and_duration(project: Path) -> None:
+    result = run(project, command=["sh", "-c", "echo hello; echo warn >&2"])
+    assert result.ok, result.describe()
+    assert set(result.output) == {"exit_code", "duration_s"} and result.output["exit_code"] == 0
+    assert 0 <= result.output["duration_s"] < 30
+    assert "hello" in result.logs and "warn" in result.logs
+    folder = attempt_dir(project, result)
+    assert (folder / "stdout.log").read_bytes() == b"hello\n"
+    assert (folder / "stderr.log").read_bytes() == b"warn\n"
+
+
+def test_output_from_ork_output_with_artifacts(project: Path) -> None:
+    script = 'printf "%s" "{\\"rows\\": 3}" > "$ORK_OUTPUT"; mkdir -p "$ORK_ARTIFACT_DIR/sub"; printf abc > "$ORK_ARTIFACT_DIR/sub/a.txt"'
+    result = run(project, command=["sh", "-c", script], artifacts=True)
+    assert result.ok, result.describe()
+    assert result.output["rows"] == 3
+    (artifact,) = result.output["artifacts"]
+    assert artifact["name"] == "sub/a.txt" and artifact["size"] == 3
+    assert artifact["sha256"] == hashlib.sha256(b"abc").hexdigest()
+    assert Path(artifact["path"]).read_bytes() == b"abc"
+    assert Path(artifact["path"]).parent.parent == attempt_dir(project, result)
+
+
+def test_last_line_json(project: Path) -> None:
+    result = run(project, command=["sh", "-c", 'echo working; echo \'{"ok": true}\'; echo'], output="last_line_json")
+    assert result.ok and result.output == {"ok": True}, result.describe()
+    result = run(project, command=["sh", "-c", "echo not json"], output="last_line_json")
+    assert result.status == "failed" and "last stdout line is not JSON" in (result.error or "")
+
+
+def test_quiet_commands_cost_no_folder_and_artifacts_are_opt_in(project: Path) -> None:
+    result = run(project, command=["sh", "-c", 'echo "${ORK_ARTIFACT_DIR-unset}" >&2; true'])
+    assert result.ok and "unset" in result.logs
+    quiet = run(project, command=["true"])
+    assert not attempt_dir(project, quiet).exists()  # nothing printed, no artifacts asked for
+    empty = run(project, command=["true"], artifacts=True)
+    assert empty.output["artifacts"] == [] and attempt_dir(project, empty).is_dir()
+
+
+def test_invalid_output_file(project: Path) -> None:
+    result = run(project, command=["sh", "-c", 'echo "{oops" > "$ORK_OUTPUT"'])
+    assert result.status == "failed" and "$ORK_OUTPUT" in (result.error or "") and "not valid JSON" in (result.error or "")
+
+
+def test_environment_variables(project: Path) -> None:
+    result = run(
+        project,
+        command=["sh", "-c", 'echo "$ORK_TASK $ORK_ATTEMPT $GREETING $HOME_SET"; echo "$ORK_PARAMS"'],
+        env={"GREETING": "hi {{ params.who }}", "HOME_SET": "${HOME:+yes}"},
+        params={"who": "ann"},
+    )
+    assert result.ok, result.describe()
+    assert "task 1 hi ann ${HOME:+yes}" in result.logs  # no shell: values are taken literally
+    assert json.loads(result.logs[1]) == {"who": "ann"}
+
+
+def test_inherit_env_false(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORK_TEST_SECRET", "s3cret")
+    command = ["/usr/bin/env"]
+    shared = run(project, command=command)
+    alone = run(project, command=command, inherit_env=False, env={"ONLY": "me"})
+    assert "ORK_TEST_SECRET=s3cret" in shared.logs
+    assert "ORK_TEST_SECRET=s3cret" not in alone.logs and "ONLY=me" in alone.logs
+    assert all(line.startswith(("ORK_", "ONLY=")) for line in alone.logs if "=" in line)
+
+
+def test_templates_use_params_and_upstream(project: Path) -> None:
+    result = run(
+        project,
+        command=["echo", "{{ params.day }}", "{{ extract.rows }}", "{{ upstream.extract.table }}"],
+        params={"day": "2024-01-02"},
+        upstream={"extract": {"rows": 7, "table": "t1"}},
+    )
+    assert result.ok, result.describe()
+    assert "2024-01-02 7 t1" in result.logs
+
+
+def test_undefined_template_variable(project: Path) -> None:
+    result = run(project, command=["echo", "{{ params.missing }}"])
+    assert result.status == "failed" and "tasks.task.command[1]" in (result.error or ""), result.describe()
+
+
+def test_shell_and_cwd(project: Path) -> None:
+    (project / "data").mkdir()
+    (project / "data" / "x.csv").write_text("1\n2\n3\n")
+    result = run(project, command="wc -l < x.csv | tr -d ' '", shell=True, cwd="data")
+    assert result.ok and "3" in result.logs, result.describe()
+    result = run(project, command=["true"], cwd="nowhere")
+    assert result.status == "failed" and "tasks.task.cwd: 'nowhere'" in (result.error or "")
+
+
+def test_script_with_args_and_shebang(project: Path) -> None:
+    script = project / "scripts" / "hello.sh"
+    script.parent.mkdir()
+    script.write_text('#!/bin/sh\necho "args: $*"\n')  # not executable: run through its #! line
+    result = run(project, script="scripts/hello.sh", args=["a", "{{ params.b }}"], params={"b": "bee"})
+    assert result.ok and "args: a bee" in result.logs, result.describe()
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    assert run(project, script="scripts/hello.sh").ok
+    plain = project / "plain.txt"
+    plain.write_text("echo from interpreter\n")
+    result = run(project, script="plain.txt")
+    assert result.status == "failed" and "not executable and has no #! line" in (result.error or "")
+    result = run(project, script="plain.txt", interpreter=["sh"])
+    assert result.ok and "from interpreter" in result.logs, result.describe()
+
+
+# -- failures -------------------------------------------------------------------------------------
+
+
+def test_nonzero_exit_names_the_code_and_stderr(project: Path) -> None:
+    result = run(project, command=["sh", "-c", "echo 'table missing' >&2; exit 3"])
+    assert result.status == "failed"
+    assert result.error == "command exited with code 3; last stderr: table missing"
+
+
+def test_death_by_signal(project: Path) -> None:
+    result = run(project, command=["sh", "-c", "kill -9 $$"])
+    assert result.error == "command was killed by signal SIGKILL (9)"
+    result = run(project, command="sleep 30 & kill -15 $!; wait $!", shell=True)
+    assert result.error is not None and "exited with code 143" in result.error and "SIGTERM" in result.error
+
+
+def test_command_not_found(project: Path) -> None:
+    result = run(project, command=["ork-no-such-tool", "--x"])
+    assert result.status == "failed"
+    assert (result.error or "").startswith("command 'ork-no-such-tool' not found on PATH (")
+
+
+def test_script_outside_the_project(project: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    outside = tmp_path_factory.mktemp("elsewhere") / "evil.sh"
+    outside.write_text("#!/bin/sh\necho no\n")
+    result = run(project, script=str(outside))
+    assert result.status == "failed"
+    assert "outside the project folder" in (result.error or "") and str(outside) in (result.error or "")
+    result = run(project, script="../" * 8 + "etc/passwd")
+    assert "outside the project folder" in (result.error or "")
+
+
+def test_non_utf8_output_fails_with_the_line(project: Path) -> None:
+    result = run(project, command=["printf", "fine\\nbad \\377 byte\\n"])
+    assert result.status == "failed", result.describe()
+    assert "stdout line 2 is not valid utf-8 (byte 0xff at position 4)" in (result.error or "")
+    assert "stdout.log" in (result.error or "")
+    assert "bad \\xff byte" in result.logs  # still logged, escaped
+    replaced = run(project, command=["printf", "bad \\377\\n"], encoding_errors="replace")
+    assert replaced.ok and "bad \ufffd" in replaced.logs
+    latin = run(project, command=["printf", "caf\\351\\n"], encoding="latin-1")
+    assert latin.ok and "café" in latin.logs
+
+
+def test_bad_task_keys_are_validation_errors(project: Path) -> None:
+    from ork_core.errors import WorkflowError
+
+    for task, message in [
+        ({"command": "ls -l"}, "needs 'shell: true'"),
+        ({"command": ["ls"], "script": "x.sh"}, "exactly one of 'command'"),
+        ({"command": ["ls"], "encoding": "utf-99"}, "unknown encoding"),
+        ({"command": ["ls"], "outptu": "file"}, "outptu"),
+    ]:
+        with pytest.raises(WorkflowError, match=message):
+            run(project, **task)
+    # no executor keys at all: ork validate cannot tell (they may come from config_file); the run says it
+    result = run(project)
+    assert result.status == "failed" and "exactly one of 'command'" in (result.error or "")
+
+
+# -- the process tree -------------------------------------------------------------------------
+
+
+def test_timeout_leaves_no_process_of_the_group(project: Path) -> None:
+    started = time.monotonic()
+    result = run(project, command=["sh", "-c", "echo $$ > pgid; sleep 300 & sleep 300"], timeout=1.0)
+    assert result.status == "failed" and result.error == "timed out after 1s", result.describe()
+    assert time.monotonic() - started < 10
+    assert group_members(int((project / "pgid").read_text())) == []
+
+
+def test_sigterm_ignored_is_killed_after_the_grace_period(project: Path) -> None:
+    script = "echo $$ > pgid; trap '' TERM; sleep 300 & while :; do sleep 0.1; done"
+    result = run(project, command=["sh", "-c", script], timeout=0.5, grace_period=1.5)
+    assert result.status == "failed"
+    assert 2.0 <= result.elapsed < 8.0, result.elapsed  # 0.5 s timeout + 1.5 s grace, then SIGKILL
+    assert group_members(int((project / "pgid").read_text())) == []
+
+
+def test_cancel_ends_the_tree(project: Path) -> None:
+    result = run(project, command=["sh", "-c", "echo $$ > pgid; sleep 300 & sleep 300"], cancel_after=0.5)
+    assert result.status == "cancelled", result.describe()
+    assert group_members(int((project / "pgid").read_text())) == []
+
+
+def test_leftover_background_processes_are_ended(project: Path) -> None:
+    result = run(project, command=["sh", "-c", "echo $$ > pgid; sleep 300 & echo done"])
+    assert result.ok, result.describe()
+    assert any("left 1 process(es)" in line for line in result.logs)
+    assert group_members(int((project / "pgid").read_text())) == []
+
+
+def test_retries_get_a_fresh_attempt_folder(project: Path) -> None:
+    script = 'echo "$ORK_ATTEMPT" > "$ORK_ARTIFACT_DIR/n"; [ "$ORK_ATTEMPT" -ge 2 ]'
+    result = run(project, command=["sh", "-c", script], retries=2, artifacts=True)
+    assert result.ok and result.attempts == 2, result.describe()
+    assert result.output["artifacts"][0]["path"].endswith("/task/2/n")
+    assert result.output["artifacts"][0]["name"] == "n"
+
+
+def test_log_limit_keeps_the_file_whole(project: Path) -> None:
+    script = f"{sys.executable} -c \"import sys; [print('line %05d' % i) for i in range(3000)]\""
+    result = run(project, command=script, shell=True, log_max_bytes=1000)
+    assert result.ok, result.describe()
+    kept = [line for line in result.logs if line.startswith("line ")]
+    assert 0 < len(kept) <= 1000 // 11
+    assert any("more bytes not kept in the log" in line for line in result.logs)
+    assert (attempt_dir(project, result) / "stdout.log").read_text().count("\n") == 3000
+
+
+def test_long_lines_are_logged_in_pieces(project: Path) -> None:
+    script = f"{sys.executable} -c \"print('é' * 100000)\""
+    result = run(project, command=script, shell=True, max_line_bytes=1000)
+    assert result.ok, result.describe()
+    pieces = [line for line in result.logs if line.startswith("é")]
+    assert "".join(pieces) == "é" * 100000 and all(len(p.encode()) <= 1000 for p in pieces)
