@@ -98,6 +98,7 @@ class Metrics:
         self._sink.metric(run_id, task, attempt, time.time(), name, float(value), clean)
 
 
+_EVENT_LOCK = threading.Lock()
 _KEY_UNSAFE = re.compile(r"[^a-z0-9_-]+")
 
 
@@ -144,8 +145,7 @@ class Context:
     executor_name: str = ""
     record_process_group: Callable[[int | None], None] = field(default=lambda pgid: None, repr=False)
     """Commit the process group a task started (None when it ended), so `ork resume` can end it."""
-    cancel_event: threading.Event = field(default_factory=threading.Event)
-    """Set when the task is cancelled or timed out; a long sync ``run`` may check it."""
+    _cancel_event: threading.Event | None = field(default=None, repr=False)
     loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
 
     @property
@@ -153,8 +153,20 @@ class Context:
         return f"{self.run_id}/{self.task_name}"
 
     @property
+    def cancel_event(self) -> threading.Event:
+        """Set when the task is cancelled or timed out; a long sync ``run`` may wait on it.
+
+        Created on first use: most tasks never look at it, and an Event is not free.
+        """
+        if self._cancel_event is None:
+            with _EVENT_LOCK:
+                if self._cancel_event is None:
+                    self._cancel_event = threading.Event()
+        return self._cancel_event
+
+    @property
     def cancelled(self) -> bool:
-        return self.cancel_event.is_set()
+        return self._cancel_event is not None and self._cancel_event.is_set()
 
     def ensure_artifact_dir(self) -> Path:
         """The folder for this attempt's files, created on first use."""

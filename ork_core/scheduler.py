@@ -349,6 +349,7 @@ class Scheduler:
             error=None,
             idempotency_key=st.idempotency_key,
             next_try_at=None,
+            pgid=None,
         )
         self._to_start.append(st)
 
@@ -732,7 +733,10 @@ class _ProcessGroupRecorder:
         self._ids = (run_id, task)
 
     def __call__(self, pgid: int | None) -> None:
-        self._storage.write([TaskUpdate(self._ids[0], self._ids[1], {"pgid": pgid})])
+        # Clearing needs no commit of its own: only a task still 'running' has its group
+        # ended on resume, and each new attempt starts with pgid NULL.
+        if pgid is not None:
+            self._storage.write([TaskUpdate(self._ids[0], self._ids[1], {"pgid": pgid})])
 
 
 def _install_signal_handlers(loop: asyncio.AbstractEventLoop, scheduler: Scheduler) -> Callable[[], None]:
