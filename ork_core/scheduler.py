@@ -302,10 +302,11 @@ class Scheduler:
         if status == "success":
             self.outputs[st.spec.name] = output
             fields["output"] = output
-        if st.attempt > 0 and st.started_at is not None and st.status in ("running", "deferred"):
-            self._set(st, status, attempt_row="end", error=error, finished_at=now, **self._attempt_fields(st), **fields)
-        else:
-            self._set(st, status, error=error, finished_at=now, **fields)
+        # The final attempt stays in the task's own row; only superseded attempts (retried,
+        # or cut short by a crash) get a row in the history table. One INSERT less per task.
+        if st.status == "running":
+            fields["pgid"] = None  # its process group is gone (cleared here, not by a commit of its own)
+        self._set(st, status, error=error, finished_at=now, **fields)
         st.error = error
         for dependent in st.spec.dependents:
             dst = self.tasks[dependent]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from orkhelpers import ork_subprocess, write
+from ork_core.storage.sqlite import SQLiteStorage
 
 TASKS = '''
 import os, time
@@ -92,9 +93,11 @@ def test_resume_after_sigkill_runs_nothing_twice(chain: Path) -> None:
     assert "resumed" in out
     assert Counter(log.read_text().split()) == {"a": 1, "b": 2, "c": 1}
     assert statuses(db) == {"a": "success", "b": "success", "c": "success"}
-    with sqlite3.connect(db) as conn:
-        attempts = conn.execute("SELECT task, attempt, try_number, status, error FROM attempts ORDER BY task, attempt").fetchall()
-        (run_status,) = conn.execute("SELECT status FROM runs").fetchone()
+    storage = SQLiteStorage(f"sqlite:///{db}")
+    (run,) = storage.list_runs()
+    attempts = [(a.task, a.attempt, a.try_number, a.status, a.error) for a in storage.attempts(run.id)]
+    run_status = run.status
+    storage.close()
     assert ("b", 1, 1, "failed", "ork stopped while this attempt was running") in attempts
     assert ("b", 2, 1, "success", None) in attempts
     assert run_status == "success"

@@ -44,8 +44,9 @@ class TaskUpdate:
     """Set `fields` (names from TASK_FIELDS; `output`/`handle` are JSON-encoded) on one task.
 
     `attempt_row="end"` also records attempt number `attempt` in the history table, from
-    `try_number`, `status`, `started_at`, `finished_at` and `error` in `fields` (an attempt
-    is written once, when it is over: the current one lives in the task's own row).
+    `try_number`, `status`, `started_at`, `finished_at` and `error` in `fields`. Only
+    superseded attempts (retried, or cut short by a crash) are written there; the current
+    attempt lives in the task's own row.
     """
 
     run_id: str
@@ -187,7 +188,8 @@ class Storage(abc.ABC):
         """Newest first, without tasks."""
 
     @abc.abstractmethod
-    def attempts(self, run_id: str) -> list[AttemptRecord]: ...
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        """Every attempt of a run: superseded ones from the history, the current one from the task."""
 
     @abc.abstractmethod
     def logs(self, run_id: str, task: str | None = None) -> list[LogLine]: ...

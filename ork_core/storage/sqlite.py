@@ -295,9 +295,14 @@ class SQLiteStorage(Storage):
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT run_id, task, attempt, try_number, status, started_at, finished_at, error FROM attempts"
-                " WHERE run_id=? ORDER BY started_at, task, attempt",
-                (run_id,),
+                "SELECT * FROM ("
+                " SELECT run_id, task, attempt, try_number, status, started_at, finished_at, error FROM attempts"
+                " WHERE run_id=?"
+                " UNION ALL"
+                " SELECT run_id, name, attempt, try_number, status, started_at, finished_at, error FROM tasks"
+                " WHERE run_id=? AND attempt > 0 AND status NOT IN ('retrying', 'queued', 'pending')"
+                ") ORDER BY started_at, task, attempt",
+                (run_id, run_id),
             ).fetchall()
         return [AttemptRecord(*r) for r in rows]
 
