@@ -35,7 +35,7 @@ from ork_core.proctree import end_group
 from ork_core.project import Project
 from ork_core.storage.base import LogLine, Metric, RunUpdate, Storage, TaskUpdate
 from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
-from ork_core.workers import DaemonPool
+from ork_core.workers import DaemonPool, run_sync
 from ork_core.workflow import CompiledTask, CompiledWorkflow, required_params
 
 FINAL = frozenset({"success", "failed", "skipped", "upstream_failed", "cancelled"})
@@ -557,8 +557,8 @@ class Scheduler:
         run = getattr(executor, "run")
         if resolved.spec.run_is_async:
             return await run(spec.config_file, ctx, upstream)
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._pool, run, spec.config_file, ctx, upstream)
+        assert self._pool is not None
+        result = await run_sync(self._pool, asyncio.get_running_loop(), run, spec.config_file, ctx, upstream)
         if inspect.isawaitable(result):
             result = await result
         return result
