@@ -29,8 +29,8 @@ DEFAULT_MAX_POLL_FAILURES = 10
 MAX_BACKOFF = 60.0
 BATCH_SIZE = 200
 COALESCE = 0.1
-"""A poll waits up to this fraction of the interval (at most `MAX_COALESCE` s) for other
-jobs that fall due just after it, so jobs started a moment apart end up in one batch."""
+"""A job may be polled this fraction of its interval early (at most `MAX_COALESCE` s) to
+join a batch that is due now, so jobs started a moment apart end up polled together."""
 MAX_COALESCE = 1.0
 CANCEL_TIMEOUT = 60.0
 RECORD_EVERY = 10.0
@@ -51,6 +51,7 @@ class TrackedJob:
     last_error: str | None = None
     interval: float = DEFAULT_POLL_INTERVAL
     next_poll: float = 0.0
+    early: float = 0.0
     recorded_at: float = 0.0
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -165,6 +166,7 @@ class Triggerer:
         self.discard(job.task)
         now = time.time()
         job.interval = self._interval_for(group, job.handle)
+        job.early = min(MAX_COALESCE, COALESCE * job.interval)
         job.next_poll = now + job.interval
         group.jobs[job.task] = job
         self._where[job.task] = group
@@ -197,6 +199,8 @@ class Triggerer:
             return f"job tracker {group.name!r} cannot cancel jobs; the external job may still be running"
         try:
             await asyncio.wait_for(_call(cancel, job.handle), CANCEL_TIMEOUT)
+        except TimeoutError:
+            return f"cancelling the {group.name} job did not finish within {CANCEL_TIMEOUT:g}s"
         except Exception as exc:
             return f"cancelling the {group.name} job failed: {_describe(exc)}"
         return None
@@ -240,17 +244,17 @@ class Triggerer:
                 await group.wake.wait()
                 continue
             now = time.time()
-            first = min(group.jobs.values(), key=lambda j: j.next_poll)
-            if first.next_poll > now:
-                group.target = first.next_poll + min(MAX_COALESCE, COALESCE * first.interval)
+            first = min(j.next_poll for j in group.jobs.values())
+            if first > now:
+                group.target = first
                 group.wake.clear()
                 try:
-                    await asyncio.wait_for(group.wake.wait(), group.target - now)
+                    await asyncio.wait_for(group.wake.wait(), first - now)
                 except TimeoutError:
                     pass
                 continue
             group.target = 0.0  # polling now; jobs added meanwhile are looked at after this round
-            due = [j for j in group.jobs.values() if j.next_poll <= now]
+            due = [j for j in group.jobs.values() if j.next_poll - j.early <= now]
             try:
                 await asyncio.gather(
                     *(self._poll_batch(group, due[i : i + BATCH_SIZE]) for i in range(0, len(due), BATCH_SIZE))

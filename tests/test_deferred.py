@@ -300,8 +300,9 @@ def test_poll_interval_from_the_tracker_and_per_handle(fake: Fake) -> None:
     slow = gaps(fake.poll_times(f"{run.tasks['slow'].idempotency_key}.0"))
     fast = gaps(fake.poll_times(f"{run.tasks['fast'].idempotency_key}.0"))
     assert len(slow) == 3 and len(fast) == 6
-    assert all(0.24 <= g < 0.45 for g in slow), slow
-    assert all(0.075 <= g < 0.2 for g in fast), fast
+    # never sooner than the interval less 10% (a job may join a batch that is due a little early)
+    assert all(0.225 <= g < 0.4 for g in slow), slow
+    assert all(0.072 <= g < 0.17 for g in fast), fast
 
 
 def test_failed_polls_back_off_then_the_normal_interval_returns(fake: Fake) -> None:
@@ -310,9 +311,9 @@ def test_failed_polls_back_off_then_the_normal_interval_returns(fake: Fake) -> N
     assert result.status == "success"
     g = gaps(fake.poll_times(f"{run.tasks['flaky'].idempotency_key}.0"))
     # after error 1, 2, 3, 4: 2x, 4x, then capped at max_backoff; after a good answer: the interval again
-    assert 0.08 <= g[0] < 0.15 and 0.16 <= g[1] < 0.26, g
-    assert 0.2 <= g[2] < 0.3 and 0.2 <= g[3] < 0.3, g
-    assert 0.04 <= g[4] < 0.1 and 0.04 <= g[5] < 0.1, g
+    assert 0.076 <= g[0] < 0.15 and 0.156 <= g[1] < 0.3, g
+    assert 0.196 <= g[2] < 0.35 and 0.196 <= g[3] < 0.35, g
+    assert 0.036 <= g[4] < 0.12 and 0.036 <= g[5] < 0.12, g
     assert run.tasks["flaky"].poll_failures == 0 and run.tasks["flaky"].last_poll_error is None
 
 
@@ -355,7 +356,7 @@ def test_timeout_spans_the_deferral_cancels_the_job_and_a_retry_gets_a_new_key(f
 
 
 def test_unknown_tracker_fails_that_task_not_the_run(fake: Fake) -> None:
-    result, run = run_inline(fake, {"typo": {"tracker": "fakejob"}, "fine": {"running_polls": 1}})
+    _, run = run_inline(fake, {"typo": {"tracker": "fakejob"}, "fine": {"running_polls": 1}})
     assert run.tasks["fine"].status == "success"
     assert run.tasks["typo"].status == "failed"
     assert "unknown job tracker 'fakejob'; did you mean 'fakejobs'?" in (run.tasks["typo"].error or "")

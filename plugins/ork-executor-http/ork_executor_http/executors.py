@@ -1,0 +1,140 @@
+"""The ``http`` and ``http_async`` executors.
+
+``http`` waits for its one response. ``http_async`` only waits for the kickoff: the job's
+run id goes into a `Deferred` handle that ork commits before anything else, and the
+``http_async`` tracker polls it from there — so a restarted ork polls the same job again
+instead of starting another one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ork import Context, Deferred, TaskError, executor, load_task_config
+from ork_executor_http.client import HttpClient, elapsed_ms
+from ork_executor_http.config import HttpAsyncTask, HttpConfig, HttpTask
+from ork_executor_http.credentials import redact_url
+from ork_executor_http.jsonpath import get_path
+from ork_executor_http.rendering import (
+    Request,
+    prepare,
+    render_text,
+    template_variables,
+)
+
+TRACKER = "http_async"
+
+
+class _Base:
+    def __init__(self, config: HttpConfig) -> None:
+        self.config = config
+        self.http = HttpClient(config)
+
+    async def _send(self, request: Request, ctx: Context, *, what: str) -> Any:
+        headers = dict(request.headers)
+        if self.config.idempotency_header and ctx.idempotency_key:
+            headers[self.config.idempotency_header] = ctx.idempotency_key
+        started = time.perf_counter()
+        response = await self.http.send(
+            request.method, request.url, what=what, headers=headers, query=request.query, body=request.body
+        )
+        ctx.log.info(
+            "%s %s -> %s %s (%s)", request.method, redact_url(str(response.request.url)),
+            response.status_code, response.reason_phrase, elapsed_ms(started),
+        )
+        return response
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+@executor(task_config=HttpTask)
+class HttpExecutor(_Base):
+    """Send one HTTP request; the output is the response JSON, or the part at ``output_path``.
+
+    The URL, headers, query and body are templates over ``params``, ``upstream`` and ``ork``.
+    A status outside ``accept_status`` (default: any 2xx) fails the task with the body's start.
+    """
+
+    def __init__(self, config: HttpConfig) -> None:
+        super().__init__(config)
+
+    async def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> Any:
+        task = load_task_config(HttpTask, config_file, ctx)
+        request = prepare(task, template_variables(ctx, upstream), ctx, upstream)
+        response = await self._send(request, ctx, what="request")
+        self.http.expect(response, task.accept_status, what="request")
+        if task.output_path is None and not response.content:
+            return None
+        document = self.http.json_of(response, what="request")
+        if task.output_path is None:
+            return document
+        return get_path(document, task.output_path, what=f"output_path {task.output_path!r}")
+
+
+@executor(task_config=HttpAsyncTask)
+class HttpAsyncExecutor(_Base):
+    """Start a job with a kickoff request, then let ork poll its status URL until it ends.
+
+    The kickoff carries ork's idempotency key (header ``Idempotency-Key`` by default), which
+    stays the same when ork restarts and changes only when the task is retried.
+    """
+
+    def __init__(self, config: HttpConfig) -> None:
+        super().__init__(config)
+
+    async def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> Deferred:
+        task = load_task_config(HttpAsyncTask, config_file, ctx)
+        variables = template_variables(ctx, upstream)
+        request = prepare(task, variables, ctx, upstream)
+        response = await self._send(request, ctx, what="kickoff")
+        self.http.expect(response, task.accept_status, what="kickoff")
+        document = self.http.json_of(response, what="kickoff")
+        run_id = get_path(document, task.run_id_path, what=f"run_id_path {task.run_id_path!r}")
+        deferred = self._deferred(task, variables, run_id, ctx)
+        ctx.log.info("job %s started; polling %s every %gs", deferred.external_id, deferred.link, task.poll_interval)
+        return deferred
+
+    async def adopt(self, key: str, ctx: Context) -> Deferred | None:
+        """After a crash mid-kickoff: find the job by idempotency key via ``lookup_url``, if the task has one."""
+        task = load_task_config(HttpAsyncTask, getattr(ctx, "config_file", ""), ctx)
+        if task.lookup_url is None:
+            return None
+        variables = template_variables(ctx, {})
+        try:
+            url = render_text(task.lookup_url, variables, ctx=ctx, key="lookup_url")
+        except TaskError as exc:
+            ctx.log.warning("cannot look up the job to adopt (%s); starting it again with the same idempotency key", exc)
+            return None
+        response = await self.http.send("GET", url, what="lookup")
+        if response.status_code == 404:
+            return None
+        self.http.expect(response, [], what="lookup")
+        path = task.lookup_run_id_path or task.run_id_path
+        run_id = get_path(self.http.json_of(response, what="lookup"), path, what=f"lookup_run_id_path {path!r}")
+        return self._deferred(task, variables, run_id, ctx)
+
+    def _deferred(self, task: HttpAsyncTask, variables: dict[str, Any], run_id: Any, ctx: Context) -> Deferred:
+        if not isinstance(run_id, (str, int)) or isinstance(run_id, bool) or run_id == "":
+            raise TaskError(f"run_id_path {task.run_id_path!r}: expected a string or number, got {run_id!r}")
+        run_id = str(run_id)
+        with_id = {**variables, "run_id": run_id}
+        status_url = self.http.absolute(render_text(task.status_url, with_id, ctx=ctx, key="status_url"))
+        cancel_url = (
+            self.http.absolute(render_text(task.cancel_url, with_id, ctx=ctx, key="cancel_url")) if task.cancel_url else None
+        )
+        handle = {
+            "run_id": run_id,
+            "status_url": status_url,
+            "status_path": task.status_path,
+            "success_states": task.success_states,
+            "failure_states": task.failure_states,
+            "output_path": task.output_path,
+            "error_path": task.error_path,
+            "poll_interval": task.poll_interval,
+            "cancel_url": cancel_url,
+            "cancel_method": task.cancel_method,
+        }
+        return Deferred(TRACKER, handle, link=redact_url(status_url), external_id=run_id)
+

@@ -1,0 +1,129 @@
+"""Real `ork` processes: kill -9 while a job is deferred or mid-kickoff, `ork resume`, Ctrl-C,
+`ork jobs`, and credentials never reaching storage or output."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from http_harness import TOKEN, HttpProject, job_task
+from http_test_server import wait_until
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill_9_while_deferred_then_resume_completes_with_exactly_one_kickoff(
+    proj: HttpProject, procs: list[subprocess.Popen[str]]
+) -> None:
+    proj.workflow({"query": job_task(job={"outcome": "forever"}, poll_interval=0.1), "after": {"executor": "api", "depends_on": ["query"], "url": "/echo", "query": {"rows": "{{ upstream.query.rows }}"}, "output_path": "query.rows"}})
+    rec = proj.server.recorder
+    proc = proj.ork("run", "wf.yaml")
+    procs.append(proc)
+    wait_until(lambda: "r1" in rec.jobs and rec.jobs["r1"].status_requests >= 2, what="the job being polled")
+    _kill(proc)
+
+    code, out, err = proj.ork_done("jobs", "--json")
+    assert code == 0, err
+    (job,) = json.loads(out)
+    assert (job["task"], job["executor"], job["tracker"], job["external_id"]) == ("query", "jobs", "http_async", "r1")
+    assert job["link"] == f"{proj.server.url}/jobs/r1" and job["deferred_since"] and job["last_poll"]
+
+    polls_before = rec.jobs["r1"].status_requests
+    rec.jobs["r1"].spec["outcome"] = "succeed"  # the external job finishes while ork is down
+    code, out, err = proj.ork_done("resume")
+    assert code == 0, out + err
+    assert rec.kickoffs == 1 and len(rec.jobs) == 1
+    assert rec.jobs["r1"].status_requests > polls_before
+    assert rec.cancels == []  # a restart never cancels
+    storage = proj.storage()
+    (run,) = storage.list_runs()
+    record = storage.get_run(run.id)
+    storage.close()
+    assert record.status == "success"
+    assert record.tasks["query"].output == {"rows": 42, "job": "r1"} and record.tasks["after"].output == "42"
+    assert record.tasks["query"].attempt == 1
+
+
+@pytest.mark.parametrize("keys_in", ["workflow", "config_file"])
+def test_kill_9_mid_kickoff_then_resume_adopts_the_job_by_key(
+    proj: HttpProject, procs: list[subprocess.Popen[str]], keys_in: str
+) -> None:
+    task = job_task(job={"delay": 30, "polls": 1}, lookup_url="/jobs?key={{ ork.idempotency_key }}")
+    if keys_in == "config_file":
+        executor = task.pop("executor")
+        (proj.dir / "query.yaml").write_text(yaml.safe_dump(task))
+        task = {"executor": executor, "config_file": "query.yaml"}
+    proj.workflow({"query": task})
+    rec = proj.server.recorder
+    proc = proj.ork("run", "wf.yaml")
+    procs.append(proc)
+    wait_until(lambda: "r1" in rec.jobs, what="the kickoff to reach the server")
+    _kill(proc)  # the server started the job, ork never heard back
+    code, out, err = proj.ork_done("resume")
+    assert code == 0, out + err
+    assert rec.kickoffs == 1 and rec.count("GET /jobs") == 1 + 2  # one lookup, two status polls
+    storage = proj.storage()
+    (run,) = storage.list_runs()
+    assert storage.get_run(run.id).tasks["query"].output == {"rows": 42, "job": "r1"}
+    storage.close()
+
+
+def test_kill_9_mid_kickoff_without_lookup_resends_the_same_idempotency_key(
+    proj: HttpProject, procs: list[subprocess.Popen[str]]
+) -> None:
+    proj.workflow({"query": job_task(job={"delay": 30, "polls": 1})})
+    rec = proj.server.recorder
+    proc = proj.ork("run", "wf.yaml")
+    procs.append(proc)
+    wait_until(lambda: "r1" in rec.jobs, what="the kickoff to reach the server")
+    _kill(proc)
+    code, out, err = proj.ork_done("resume")
+    assert code == 0, out + err
+    assert rec.kickoffs == 2 and list(rec.jobs) == ["r1"]  # the server deduplicated by key
+
+
+def test_ctrl_c_is_a_user_cancel_and_cancels_the_job(proj: HttpProject, procs: list[subprocess.Popen[str]]) -> None:
+    proj.workflow({"query": job_task(job={"outcome": "forever"})})
+    rec = proj.server.recorder
+    proc = proj.ork("run", "wf.yaml")
+    procs.append(proc)
+    wait_until(lambda: "r1" in rec.jobs and rec.jobs["r1"].status_requests >= 1, what="the job being polled")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 1
+    assert rec.cancels == ["r1"]
+
+
+def test_credentials_never_reach_storage_logs_or_output(proj: HttpProject, procs: list[subprocess.Popen[str]]) -> None:
+    proj.workflow(
+        {
+            "sync": {"executor": "api", "url": "/echo", "body": {"x": 1}},
+            "bad": {"executor": "api", "url": "/status/500"},
+            "async_ok": job_task(job={"polls": 1}),
+            "async_fail": job_task(job={"outcome": "fail"}),
+            "async_flaky": job_task(job={"errors": 1}),
+            "async_timeout": job_task(job={"outcome": "forever"}, timeout=0.5),
+        }
+    )
+    proc = proj.ork("run", "wf.yaml", env={"ORK_TRACE_PLUGINS": "1"})
+    procs.append(proc)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "[ork trace]" in err
+    seen = proj.server.recorder.headers
+    assert sum(h.get("authorization") == f"Bearer {TOKEN}" for h in seen) == len(seen) > 8
+    storage = proj.storage()
+    (run,) = storage.list_runs()
+    shown = [proj.ork_done(*args)[1] for args in (("runs", "show", run.id, "--json"), ("logs", run.id), ("jobs", "--json"))]
+    storage.close()
+    assert f"POST {proj.server.url}/jobs -> 202 Accepted" in shown[1]
+    texts = [out, err, *shown]
+    assert all(TOKEN not in text for text in texts)
+    files = [p for p in (proj.dir / ".ork").rglob("*") if p.is_file()]
+    assert any(p.name == "ork.db" for p in files)
+    assert all(TOKEN.encode() not in Path(p).read_bytes() for p in files)
