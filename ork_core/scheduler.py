@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import os
 import secrets
@@ -506,40 +507,54 @@ class Scheduler:
         ctx = self._context(st)
         st.ctx = ctx
         executor: object | None = None
+        deadline: asyncio.Timeout | None = None
         try:
             executor = await self.executors.get(spec.executor)
             upstream = {d: self.outputs[d] for d in spec.depends_on if d in self.outputs}
             call = self._call(executor, ctx, spec, upstream, adopt=st.resume_adopt)
             st.resume_adopt = False
+            remaining = None
             if spec.timeout is not None:
-                elapsed = time.time() - (st.started_at or time.time())
-                result = await asyncio.wait_for(call, max(0.001, spec.timeout - elapsed))
-            else:
+                remaining = max(0.001, spec.timeout - (time.time() - (st.started_at or time.time())))
+            deadline = asyncio.timeout(remaining)
+            async with deadline:
                 result = await call
             if isinstance(result, Deferred):
                 outcome = Outcome("deferred", deferred=result)
             else:
                 outcome = Outcome("success", output=to_output(result, self.executors.resolved(spec.executor).spec.output_model))
-        except asyncio.TimeoutError:
-            ctx.cancel_event.set()
-            await self._cancel_executor(executor, ctx)
-            outcome = Outcome("failed", error=f"timed out after {spec.timeout:g}s", timed_out=True)
         except asyncio.CancelledError:
             ctx.cancel_event.set()
             await self._cancel_executor(executor, ctx)
             outcome = Outcome("cancelled", error="cancelled")
             self._post("done", (spec.name, attempt, outcome))
             raise
-        except TaskSkipped as exc:
-            outcome = Outcome("skipped", error=str(exc) or None)
-        except TaskError as exc:
-            outcome = Outcome("failed", error=str(exc))
-        except OrkError as exc:
-            outcome = Outcome("failed", error=str(exc))
         except Exception as exc:
-            ctx.log.error("%s", "".join(traceback.format_exception(exc)).rstrip())
-            outcome = Outcome("failed", error=f"{type(exc).__name__}: {exc}")
+            # Only the deadline's own expiry is the task's timeout: a TimeoutError raised by the
+            # task's code (a socket timeout, say) is an ordinary failure.
+            if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
+                ctx.cancel_event.set()
+                await self._cancel_executor(executor, ctx)
+                outcome = Outcome("failed", error=f"timed out after {spec.timeout:g}s", timed_out=True)
+            else:
+                outcome = self._failure(exc, ctx)
         self._post("done", (spec.name, attempt, outcome))
+
+    def _runner_done(self, name: str, attempt: int, runner: asyncio.Task[None]) -> None:
+        """A safety net: an attempt whose coroutine died without reporting must not hang the run."""
+        if runner.cancelled() or runner.exception() is None:
+            return
+        exc = runner.exception()
+        self._post("done", (name, attempt, Outcome("failed", error=f"internal error in ork: {type(exc).__name__}: {exc}")))
+
+    @staticmethod
+    def _failure(exc: Exception, ctx: Context) -> Outcome:
+        if isinstance(exc, TaskSkipped):
+            return Outcome("skipped", error=str(exc) or None)
+        if isinstance(exc, OrkError):  # TaskError and ork's own errors: the message is the point
+            return Outcome("failed", error=str(exc))
+        ctx.log.error("%s", "".join(traceback.format_exception(exc)).rstrip())
+        return Outcome("failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _call(self, executor: object, ctx: Context, spec: CompiledTask, upstream: dict[str, Any], *, adopt: bool) -> Any:
         resolved = self.executors.resolved(spec.executor)
@@ -640,6 +655,7 @@ class Scheduler:
                 self._commit()
                 for st in self._to_start:
                     st.runner = asyncio.create_task(self._execute(st), name=f"ork-task-{st.spec.name}")
+                    st.runner.add_done_callback(functools.partial(self._runner_done, st.spec.name, st.attempt))
                 self._to_start = []
                 for st in self._to_track:
                     assert st.handle is not None

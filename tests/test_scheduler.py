@@ -406,3 +406,16 @@ def test_cli_run_exit_codes_and_inspection(cli: Cli, folder: Path) -> None:
     assert cli("runs", "show", "nope", cwd=folder).code == 2
     assert cli("logs", run_id, "--task", "zz", cwd=folder).code == 1
     assert (folder / ".ork" / "ork.db").is_file()
+
+
+def test_a_timeout_error_raised_by_the_task_is_an_ordinary_failure(folder: Path) -> None:
+    write(folder / "more.py", "def socket_timeout() -> None:\n    raise TimeoutError('read timed out')\n")
+    result, run, _, _ = run_workflow(folder, """
+        name: w
+        tasks:
+          no_timeout: {file: more.py, function: socket_timeout}
+          with_timeout: {file: more.py, function: socket_timeout, timeout: 30}
+        """)
+    assert result.status == "failed"
+    assert run.tasks["no_timeout"].error == "TimeoutError: read timed out"
+    assert run.tasks["with_timeout"].error == "TimeoutError: read timed out"
