@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ork_core.context import Context, Metrics, TaskLogger
-from ork_core.deferred import Deferred, JobState, JobStatus, JobTracker
+from ork_core.deferred import Deferred, JobState, JobStatus, JobTracker, poll_each
 from ork_core.errors import (
     ConfigError,
     DuplicateExecutorError,
@@ -81,5 +81,6 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "load_task_config",
+    "poll_each",
     "render",
 ]

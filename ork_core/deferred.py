@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import Enum
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -83,3 +84,25 @@ class JobTracker(Protocol):
     def poll(self, handles: list[dict[str, Any]]) -> list[JobStatus | BaseException]: ...
 
     def cancel(self, handle: dict[str, Any]) -> None: ...
+
+
+async def poll_each(
+    handles: list[dict[str, Any]],
+    poll_one: Callable[[dict[str, Any]], JobStatus | BaseException],
+    *,
+    concurrency: int = 8,
+) -> list[JobStatus | BaseException]:
+    """A tracker's ``poll`` for clients that block: one call per handle in worker threads.
+
+    At most `concurrency` calls run at once (match the client's connection pool), so one
+    slow answer does not hold up the batch; results come back in the handles' order.
+    """
+    import asyncio
+
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(handle: dict[str, Any]) -> JobStatus | BaseException:
+        async with limit:
+            return await asyncio.to_thread(poll_one, handle)
+
+    return list(await asyncio.gather(*(one(h) for h in handles)))

@@ -9,12 +9,11 @@ itself (403, 400) fails the task with BigQuery's message.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from google.api_core import exceptions as api_exceptions
 
-from ork import JobStatus, TaskError
+from ork import JobStatus, TaskError, poll_each
 from ork_executor_bigquery import bq
 from ork_executor_bigquery.executor import BigQueryExecutor
 
@@ -39,13 +38,7 @@ class BigQueryJobTracker:
 
     async def poll(self, handles: list[dict[str, Any]]) -> list[JobStatus | BaseException]:
         """One status per handle, asked concurrently so one slow answer does not hold up the batch."""
-        limit = asyncio.Semaphore(_CONCURRENT_POLLS)
-
-        async def one(handle: dict[str, Any]) -> JobStatus | BaseException:
-            async with limit:
-                return await asyncio.to_thread(self._poll_one, handle)
-
-        return list(await asyncio.gather(*(one(h) for h in handles)))
+        return await poll_each(handles, self._poll_one, concurrency=_CONCURRENT_POLLS)
 
     def _poll_one(self, handle: dict[str, Any]) -> JobStatus | BaseException:
         job_id = handle.get("job_id")

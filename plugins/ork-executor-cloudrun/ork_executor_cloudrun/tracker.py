@@ -12,10 +12,9 @@ itself, so it fails the task with a message saying what to check.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from ork import JobStatus
+from ork import JobStatus, poll_each
 
 from ork_executor_cloudrun import api
 from ork_executor_cloudrun.executor import CloudRunExecutor, CloudRunOutput
@@ -37,13 +36,7 @@ class CloudRunJobTracker:
 
     async def poll(self, handles: list[dict[str, Any]]) -> list[JobStatus | BaseException]:
         """One status per handle, asked concurrently so one slow answer does not hold up the batch."""
-        limit = asyncio.Semaphore(_CONCURRENT_POLLS)
-
-        async def one(handle: dict[str, Any]) -> JobStatus | BaseException:
-            async with limit:
-                return await asyncio.to_thread(self._poll_one, handle)
-
-        return list(await asyncio.gather(*(one(h) for h in handles)))
+        return await poll_each(handles, self._poll_one, concurrency=_CONCURRENT_POLLS)
 
     def _poll_one(self, handle: dict[str, Any]) -> JobStatus | BaseException:
         name = handle.get("execution")
