@@ -18,18 +18,12 @@ import click
 
 from ork_core.errors import ConfigError, OrkError
 
-STATUS_STYLE = {
-    "success": "green",
-    "failed": "red",
-    "upstream_failed": "red",
-    "cancelled": "yellow",
-    "skipped": "dim",
-    "running": "cyan",
-    "deferred": "magenta",
-    "retrying": "yellow",
-    "queued": "blue",
-    "pending": "dim",
-}
+
+
+def _style(status: str) -> str:
+    from ork_core.progress import STYLE
+
+    return STYLE.get(status, "")
 
 
 class Env:
@@ -422,7 +416,7 @@ def runs(ctx: click.Context, env: Env, as_json: bool, limit: int) -> None:
 
     table = Table("run", "workflow", "status", "started", "duration")
     for r in records:
-        style = STATUS_STYLE.get(r.status, "")
+        style = _style(r.status)
         table.add_row(r.id, r.workflow_name, f"[{style}]{r.status}[/]" if style else r.status, _ts(r.started_at), _dur(r.duration))
     Console().print(table)
 
@@ -474,11 +468,11 @@ def runs_show(env: Env, run_id: str, as_json: bool) -> None:
     from rich.table import Table
 
     console = Console()
-    console.print(f"run {record.id}  workflow {record.workflow_name}  [{STATUS_STYLE.get(record.status, '')}]{record.status}[/]  params {record.params}")
+    console.print(f"run {record.id}  workflow {record.workflow_name}  [{_style(record.status)}]{record.status}[/]  params {record.params}")
     table = Table("task", "status", "attempts", "started", "duration", "output / error", show_lines=False)
     for t in record.tasks.values():
         detail = t.error if t.error else (json.dumps(t.output)[:120] if t.output is not None else "")
-        style = STATUS_STYLE.get(t.status, "")
+        style = _style(t.status)
         table.add_row(t.name, f"[{style}]{t.status}[/]", str(t.attempt), _ts(t.started_at), _dur(t.duration), detail)
     console.print(table)
 

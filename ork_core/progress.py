@@ -16,14 +16,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ork_core.storage.base import RunRecord
+from ork_core.storage.base import FINAL_TASK_STATUSES, RunRecord
 from ork_core.workflow import CompiledWorkflow
 
-FINAL = {"success", "failed", "skipped", "upstream_failed", "cancelled"}
+FINAL = FINAL_TASK_STATUSES
 SHOWN = {"running", "deferred", "retrying", "success", "failed", "skipped", "upstream_failed", "cancelled"}
 STYLE = {
     "success": "green", "failed": "red", "upstream_failed": "red", "cancelled": "yellow", "skipped": "dim",
-    "running": "cyan", "deferred": "magenta", "retrying": "yellow",
+    "running": "cyan", "deferred": "magenta", "retrying": "yellow", "queued": "blue", "pending": "dim",
 }
 TABLE_LIMIT = 40
 

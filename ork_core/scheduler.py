@@ -34,12 +34,12 @@ from ork_core.executors import ExecutorManager
 from ork_core.plugins import Plugins
 from ork_core.proctree import end_group
 from ork_core.project import Project
-from ork_core.storage.base import LogLine, Metric, RunUpdate, Storage, TaskUpdate
+from ork_core.storage.base import FINAL_TASK_STATUSES, LogLine, Metric, RunUpdate, Storage, TaskUpdate
 from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
 from ork_core.workers import DaemonPool, run_sync
 from ork_core.workflow import CompiledTask, CompiledWorkflow, required_params
 
-FINAL = frozenset({"success", "failed", "skipped", "upstream_failed", "cancelled"})
+FINAL = FINAL_TASK_STATUSES
 BAD = frozenset({"failed", "upstream_failed", "cancelled"})
 
 

@@ -37,6 +37,7 @@ TASK_FIELDS = frozenset(
 )
 RUN_FIELDS = frozenset({"status", "started_at", "finished_at", "pid", "error"})
 FINAL_RUN_STATUSES = frozenset({"success", "failed", "cancelled"})
+FINAL_TASK_STATUSES = frozenset({"success", "failed", "skipped", "upstream_failed", "cancelled"})
 
 
 @dataclass
