@@ -6,7 +6,10 @@ moves to another group of the same session (a job-control shell) still shares th
 id, which equals the leader's pid. Ending a task is SIGTERM to all of them, a grace period,
 SIGKILL, then a check through /proc that nothing of the tree is left. The group id is
 committed to storage while the task runs so a restarted ork can end what a killed ork left
-behind (`Scheduler.load_state` calls `end_group`).
+behind (`Scheduler.load_state` calls `end_group`). Every task process also carries its run
+and task in its environment (``ORK_RUN_ID``, ``ORK_TASK``); `marked_processes` finds them
+through /proc, which covers a tree whose group id was not committed yet when ork died and
+guards a recorded id against reuse by an unrelated process.
 
 `TreeProcess` runs one command that way from asyncio: output is read in fixed-size chunks
 and handed on line by line, so a task that prints gigabytes never costs more than a chunk
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -27,6 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_GRACE = 5.0
 KILL_WAIT = 5.0
@@ -90,6 +95,40 @@ def tree_alive(pgid: int) -> bool:
     to another group of the session is found by `end_group`, not by this quick check.
     """
     return _group_exists(pgid) and bool(group_members(pgid))
+
+
+RUN_MARKER = "ORK_RUN_ID"
+TASK_MARKER = "ORK_TASK"
+"""Environment variables every task process gets; they identify a tree after ork died."""
+
+
+def marked_processes(run_id: str) -> dict[int, tuple[str, int]] | None:
+    """Live processes whose environment carries `run_id`: pid -> (task name, process group).
+
+    Reads ``/proc/*/environ`` (the environment a process was started with; readable for
+    processes of the same user). None where there is no /proc to read.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    wanted = f"{RUN_MARKER}={run_id}".encode()
+    task_prefix = f"{TASK_MARKER}=".encode()
+    found: dict[int, tuple[str, int]] = {}
+    me = os.getpid()
+    for name in os.listdir(proc):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                variables = fh.read().split(b"\0")
+            if wanted not in variables:
+                continue
+            pgid = os.getpgid(int(name))
+        except OSError:
+            continue
+        task = next((v[len(task_prefix) :].decode("utf-8", "replace") for v in variables if v.startswith(task_prefix)), "")
+        found[int(name)] = (task, pgid)
+    return found
 
 
 def signal_group(pgid: int, sig: int) -> bool:
@@ -237,6 +276,98 @@ class LineSplitter:
 # -- running one command as a tree ----------------------------------------------------------------
 
 
+_RESET_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name))
+"""Signals Python ignores that a started program must see with their default action (as Popen does)."""
+_found: dict[tuple[str, str], str] = {}
+_sealed = False
+
+
+def _seal_inherited_descriptors() -> None:
+    """Make the descriptors ork itself inherited close-on-exec, once per process.
+
+    Python opens every descriptor close-on-exec, but those a process inherits keep their
+    flag; posix_spawn (before Python 3.13's POSIX_SPAWN_CLOSEFROM) would hand them on to every
+    task, which Popen never does (close_fds). A pipe handed on that way can keep a caller of
+    ork waiting for an end of file until the task's last grandchild exits.
+    """
+    global _sealed
+    _sealed = True
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        names = [str(fd) for fd in range(3, 256)]
+    for name in names:
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                if os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)
+
+
+def _executable(program: str, env: Mapping[str, str]) -> str:
+    """`program` looked up on the child's PATH, as exec would (cached per program and PATH)."""
+    if "/" in program:
+        return program
+    path = env.get("PATH", os.defpath)
+    key = (program, path)
+    found = _found.get(key)
+    if found is None:
+        for folder in path.split(os.pathsep):
+            candidate = os.path.join(folder or ".", program)
+            if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+                found = candidate
+                break
+        else:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        if len(_found) < 1024:
+            _found[key] = found
+    return found
+
+
+def start_leader(
+    argv: Sequence[str],
+    cwd: str | os.PathLike[str] | None,
+    env: Mapping[str, str],
+    stdin: int | None,
+    stdout: int,
+    stderr: int,
+    keep: tuple[int, ...] = (),
+) -> int:
+    """Start `argv` as the leader of a new session with the given descriptors; returns its pid.
+
+    ``posix_spawn`` when it can do the job: Python's own work around it is a fraction of
+    Popen's, which matters when tasks are short. It cannot change directory or keep extra
+    descriptors, so a command that needs either goes through Popen. Either way the child
+    gets descriptors 0-2 only (see `_seal_inherited_descriptors`). The caller reaps the pid.
+    """
+    if not keep and hasattr(os, "posix_spawn") and (cwd is None or os.fspath(cwd) == os.getcwd()):
+        try:
+            executable = _executable(argv[0], env)
+            actions: list[tuple[Any, ...]] = [
+                (os.POSIX_SPAWN_DUP2, stdin, 0) if stdin is not None else (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, stdout, 1),
+                (os.POSIX_SPAWN_DUP2, stderr, 2),
+            ]
+            closefrom = getattr(os, "POSIX_SPAWN_CLOSEFROM", None)
+            if closefrom is not None:
+                actions.append((closefrom, 3))
+            elif not _sealed:
+                _seal_inherited_descriptors()
+            return os.posix_spawn(executable, list(argv), env, file_actions=actions, setsid=True, setsigdef=_RESET_SIGNALS)
+        except FileNotFoundError:
+            _found.pop((argv[0], env.get("PATH", os.defpath)), None)
+            raise
+        except NotImplementedError:  # no POSIX_SPAWN_SETSID in this libc
+            pass
+    popen = subprocess.Popen(
+        list(argv), cwd=cwd, env=env, stdin=stdin if stdin is not None else subprocess.DEVNULL,
+        stdout=stdout, stderr=stderr, start_new_session=True, pass_fds=keep,
+    )
+    popen.returncode = 0  # reaped by the caller, not by Popen: keep Popen.__del__ quiet
+    return popen.pid
+
+
+
 @dataclass(frozen=True)
 class Completed:
     """How a tree's leader ended."""
@@ -272,20 +403,17 @@ class TreeProcess:
     /proc, leader reaped — before the cancellation propagates. `on_start(pgid)` is called
     right after the start, so the caller can record the group.
 
-    The start happens in a worker thread (the loop's default executor): creating the
-    command's folders, starting the process (the caller is blocked until the child has
-    exec'd) and `on_start` (committing the group id) are blocking system calls that release
-    the GIL, so they overlap with the loop's work instead of stalling every other task.
-    Everything after the start happens on the loop: the leader's exit arrives through a
-    pidfd, and no thread waits per process.
+    Everything happens on the loop's thread. Starting blocks it until the child has
+    exec'd, but vfork-style starts keep the GIL for that time anyway, so a worker thread
+    would overlap nothing and only add a hop. The leader's exit arrives through a pidfd,
+    and no thread waits per process.
 
     `channel_env` opens a third pipe to the child: its write end's number is put in the
     child's environment under that name, and its lines arrive as stream ``"channel"``
     (never cut: a structured message must arrive whole).
 
-    `prepare` runs in the starting thread just before the process starts (create the
-    folders the command needs there); environment variables it returns are added to the
-    child's. `on_start` also runs in that thread.
+    `prepare` runs just before the process starts (create the folders the command needs
+    there); environment variables it returns are added to the child's.
     """
 
     def __init__(
@@ -343,38 +471,30 @@ class TreeProcess:
     # -- start --------------------------------------------------------------------------------
 
     def _spawn(self) -> dict[str, int]:
-        """Create the pipes and start the leader; returns ork's ends of the pipes.
-
-        Thread-safe: it touches no loop state, so `run` can call it in a worker thread.
-        """
-        env = self.env
+        """Create the pipes and start the leader; returns ork's ends of the pipes."""
+        env: Mapping[str, str] = os.environ if self.env is None else self.env
         if self.prepare is not None:
             extra = self.prepare()
             if extra:
-                env = {**(os.environ if env is None else env), **extra}
+                env = {**env, **extra}
         child_ends: list[int] = []
         mine: dict[str, int] = {}
-        popen: subprocess.Popen[bytes] | None = None
         try:
             for name in ("stdout", "stderr") + (("channel",) if self.channel_env else ()):
                 r, w = os.pipe()
                 mine[name] = r
                 child_ends.append(w)
             if self.channel_env is not None:
-                env = {**(os.environ if env is None else env), self.channel_env: str(child_ends[2])}
+                env = {**env, self.channel_env: str(child_ends[2])}
+            stdin: int | None = None
             if self.stdin is not None:
                 r, w = os.pipe()
                 mine["stdin"] = w
                 child_ends.append(r)
-            popen = subprocess.Popen(
-                self.argv,
-                cwd=self.cwd,
-                env=env,
-                stdin=child_ends[-1] if self.stdin is not None else subprocess.DEVNULL,
-                stdout=child_ends[0],
-                stderr=child_ends[1],
-                start_new_session=True,
-                pass_fds=(child_ends[2],) if self.channel_env is not None else (),
+                stdin = r
+            self.pid = start_leader(
+                self.argv, self.cwd, env, stdin, child_ends[0], child_ends[1],
+                keep=(child_ends[2],) if self.channel_env is not None else (),
             )
         except BaseException:
             for fd in mine.values():
@@ -383,9 +503,7 @@ class TreeProcess:
         finally:
             for fd in child_ends:
                 os.close(fd)
-        popen.returncode = 0  # reaped here, not by Popen: keep Popen.__del__ quiet
         self._started = time.monotonic()
-        self.pid = popen.pid
         try:
             self._pidfd = os.pidfd_open(self.pid)
         except (AttributeError, OSError):
@@ -542,18 +660,8 @@ class TreeProcess:
         """Start, stream and wait; on cancellation end the tree before re-raising."""
         if self._loop is not None:
             raise RuntimeError("a TreeProcess runs once")
-        loop = self._loop = asyncio.get_running_loop()
-        spawning = loop.run_in_executor(None, self._spawn)
-        try:
-            mine = await asyncio.shield(spawning)
-        except asyncio.CancelledError:
-            # cancelled while the process was being started: it may exist now; end it, then re-raise
-            with contextlib.suppress(BaseException):
-                self._attach(await spawning)
-                await self._end_uninterrupted()
-                self._close_all()
-            raise
-        self._attach(mine)
+        self._loop = asyncio.get_running_loop()
+        self._attach(self._spawn())
         assert self._exited is not None and self._wake is not None and self._eof is not None
         assert self.pid is not None
         try:
@@ -658,7 +766,9 @@ __all__ = [
     "end_group",
     "end_group_async",
     "group_members",
+    "marked_processes",
     "run_tree",
     "signal_group",
+    "start_leader",
     "tree_alive",
 ]

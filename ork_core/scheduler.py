@@ -32,7 +32,7 @@ from ork_core.deferred import Deferred, JobState
 from ork_core.errors import OrkError, StorageError, TaskError, TaskSkipped
 from ork_core.executors import ExecutorManager
 from ork_core.plugins import Plugins
-from ork_core.proctree import end_group
+from ork_core.proctree import end_group, group_members, marked_processes
 from ork_core.project import Project
 from ork_core.storage.base import FINAL_TASK_STATUSES, LogLine, Metric, RunUpdate, Storage, TaskUpdate
 from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
@@ -41,6 +41,10 @@ from ork_core.workflow import CompiledTask, CompiledWorkflow, required_params
 
 FINAL = FINAL_TASK_STATUSES
 BAD = frozenset({"failed", "upstream_failed", "cancelled"})
+GROUP_COMMIT_DELAY = 0.05
+"""Seconds a started process group waits to be committed, batched with the others started
+meanwhile; a task that ends sooner never writes one. `ork resume` finds a tree started in
+that window by the run id in its processes' environment (`proctree.marked_processes`)."""
 
 
 class Reporter(Protocol):
@@ -227,6 +231,8 @@ class Scheduler:
         self._limits: dict[str, int | None] = {}
         self._final_count = 0
         self._pending_task_update: dict[str, TaskUpdate] = {}
+        self._groups: dict[str, tuple[int, int]] = {}
+        self._group_flush: asyncio.TimerHandle | None = None
 
     # -- state changes (buffered, committed by _commit) ----------------------------------
 
@@ -387,6 +393,8 @@ class Scheduler:
             self._job_event(payload)
         elif kind == "cancel":
             self._cancel_all()
+        elif kind == "groups":
+            self._commit_groups()
 
     def _apply_outcome(self, st: TaskState, outcome: Outcome) -> None:
         if outcome.status == "success":
@@ -474,6 +482,28 @@ class Scheduler:
         except OrkError:
             return None
 
+    # -- process groups ---------------------------------------------------------------------
+
+    def _record_group(self, name: str, attempt: int, pgid: int | None) -> None:
+        """An executor started (or saw the end of) the process group of a task's attempt."""
+        if pgid is None:
+            self._groups.pop(name, None)
+            return
+        self._groups[name] = (attempt, pgid)
+        if self._group_flush is None:
+            self._group_flush = asyncio.get_running_loop().call_later(GROUP_COMMIT_DELAY, self._flush_groups)
+
+    def _flush_groups(self) -> None:
+        self._group_flush = None
+        self._post("groups", None)  # committed by the loop, with whatever else that step writes
+
+    def _commit_groups(self) -> None:
+        groups, self._groups = self._groups, {}
+        for name, (attempt, pgid) in groups.items():
+            st = self.tasks[name]
+            if st.status == "running" and st.attempt == attempt:
+                self._updates.append(TaskUpdate(self.run_id, name, {"pgid": pgid}))
+
     # -- running one attempt -----------------------------------------------------------------
 
     def _context(self, st: TaskState) -> Context:
@@ -496,7 +526,7 @@ class Scheduler:
             project_dir=self.project.dir,
             timeout=spec.timeout,
             executor_name=spec.executor,
-            record_process_group=_ProcessGroupRecorder(self.storage, self.run_id, spec.name),
+            record_process_group=functools.partial(self._record_group, spec.name, st.attempt),
             loop=asyncio.get_running_loop(),
         )
         return ctx
@@ -684,6 +714,8 @@ class Scheduler:
                 self._commit()
             raise
         finally:
+            if self._group_flush is not None:
+                self._group_flush.cancel()
             await self._triggerer.close()
             errors += await self.executors.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -712,6 +744,7 @@ class Scheduler:
 
     def load_state(self, storage_tasks: Mapping[str, Any]) -> None:
         """Adopt what storage says about each task (for `ork resume`)."""
+        recorded: dict[str, int] = {}
         for name, rec in storage_tasks.items():
             st = self.tasks.get(name)
             if st is None:
@@ -737,23 +770,28 @@ class Scheduler:
                     )
                 )
                 if rec.pgid:
-                    end_group(rec.pgid, grace=self.kill_grace)
+                    recorded[name] = rec.pgid
             elif rec.status == "retrying":
                 st.resume_adopt = False
+        if recorded or any(rec.status == "running" for rec in storage_tasks.values()):
+            self._end_leftovers(recorded)
 
+    def _end_leftovers(self, recorded: Mapping[str, int]) -> None:
+        """End what the tasks of the killed ork left running, before anything starts again.
 
-class _ProcessGroupRecorder:
-    """Lets an executor commit the process group it started (and clear it when it ends)."""
-
-    def __init__(self, storage: Storage, run_id: str, task: str) -> None:
-        self._storage = storage
-        self._ids = (run_id, task)
-
-    def __call__(self, pgid: int | None) -> None:
-        # Clearing needs no commit of its own: only a task still 'running' has its group
-        # ended on resume, and each new attempt starts with pgid NULL.
-        if pgid is not None:
-            self._storage.write([TaskUpdate(self._ids[0], self._ids[1], {"pgid": pgid})])
+        The processes that carry this run's id in their environment are its leftovers, those
+        whose group id was committed and those started too shortly before the kill to have
+        it committed. A recorded group is ended only if one of its members carries the id,
+        so a group id that was reused by an unrelated process is left alone.
+        """
+        marked = marked_processes(self.run_id)
+        if marked is None:  # no /proc: the recorded groups are all there is to go by
+            groups = set(recorded.values())
+        else:
+            groups = {pgid for _, pgid in marked.values()}
+            groups |= {pgid for pgid in recorded.values() if any(pid in marked for pid in group_members(pgid))}
+        for pgid in sorted(groups):
+            end_group(pgid, grace=self.kill_grace)
 
 
 def _install_signal_handlers(loop: asyncio.AbstractEventLoop, scheduler: Scheduler) -> Callable[[], None]:

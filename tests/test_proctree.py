@@ -240,6 +240,54 @@ def test_many_short_processes_leave_no_descriptors() -> None:
     assert len(os.listdir("/proc/self/fd")) <= before + 2  # the loop's own self-pipe may linger
 
 
+@pytest.mark.parametrize("elsewhere", [False, True], ids=["posix_spawn", "popen-for-cwd"])
+def test_both_ways_of_starting_give_the_same_child(elsewhere: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same session, descriptors, signal dispositions, PATH lookup and cwd, whichever way it starts.
+
+    ork's cwd is the task's in the first case (posix_spawn can be used), another folder in the
+    second (Popen, which can change directory).
+    """
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    probe = tools / "probe-xyz"
+    probe.write_text(
+        "#!/bin/sh\n"
+        "echo sid=$(cut -d' ' -f6 /proc/$$/stat)\n"
+        "echo pid=$$\n"
+        "ls /proc/$$/fd >&2\n"
+        "echo sigpipe=$(grep SigIgn /proc/$$/status)\n"
+        "echo cwd=$(pwd -P)\n"
+    )
+    probe.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "PATH": f"{tools}:{os.environ.get('PATH', '')}"}
+    got = Collected()
+    previous = os.getcwd()
+    os.chdir(tmp_path if elsewhere else work)
+    inherited, other_end = os.pipe()  # as if ork had inherited a descriptor from whoever started it
+    os.set_inheritable(inherited, True)
+    monkeypatch.setattr("ork_core.proctree._sealed", False)
+    try:
+        done = asyncio.run(TreeProcess(["probe-xyz"], cwd=work, env=env, on_lines=got.on_lines).run())
+    finally:
+        os.chdir(previous)
+        os.close(inherited)
+        os.close(other_end)
+    assert done.returncode == 0
+    out = dict(line.decode().split("=", 1) for s, line in got.lines if s == "stdout")
+    fds = {int(line) for s, line in got.lines if s == "stderr"}
+    assert int(out["sid"]) == int(out["pid"]) == done.pgid  # the leader of a new session
+    assert {0, 1, 2} <= fds and inherited not in fds and other_end not in fds
+    assert not int(out["sigpipe"].split()[-1], 16) & (1 << (signal.SIGPIPE - 1))  # SIGPIPE back to its default
+    assert Path(out["cwd"]) == work.resolve()
+
+
+def test_a_program_found_on_the_childs_path_only() -> None:
+    with pytest.raises(FileNotFoundError):
+        asyncio.run(TreeProcess(["sh", "-c", "true"], env={"PATH": "/nonexistent"}).run())
+
+
 # -- LineSplitter -------------------------------------------------------------------------------
 
 

@@ -88,9 +88,7 @@ def test_kill_9_then_resume_ends_the_orphans_first(project: Path) -> None:
                                  text=True, timeout=120, check=False)
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert group_members(pgid) == [], f"orphans of group {pgid} survived ork resume"
-        for pid in orphans:
-            stat = Path(f"/proc/{pid}/stat")
-            assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        assert all(_gone(pid) for pid in orphans)
 
         run_id = resumed.stdout.split()[1]
         shown = subprocess.run([*ORK, "runs", "show", run_id, "--json"], cwd=project, env=ork_env(),
@@ -107,6 +105,53 @@ def test_kill_9_then_resume_ends_the_orphans_first(project: Path) -> None:
             ork.communicate()
         if pgid is not None:
             signal_group(pgid, signal.SIGKILL)
+
+
+def _gone(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_kill_9_before_the_group_is_committed_still_leaves_no_orphan(project: Path) -> None:
+    """ork dies within milliseconds of the start: resume finds the tree by the run id in its environment.
+
+    One of the task's processes even left the session with ``setsid`` (so no group or session
+    id leads to it); it carries the run id all the same.
+    """
+    flow = write_project(
+        project,
+        """
+        name: early
+        tasks:
+          long:
+            executor: process
+            command: [sh, -c, 'if [ "$ORK_ATTEMPT" = 1 ]; then setsid sh -c "echo \\$\\$ > escaped; exec sleep 300" & echo $$ > pgid; exec sleep 300; fi']
+        """,
+    )
+    ork = subprocess.Popen([*ORK, "run", "-q", str(flow)], cwd=project, env=ork_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not ((project / "pgid").exists() and (project / "escaped").exists()):
+            assert ork.poll() is None, f"ork ended early: {ork.communicate()}"
+            time.sleep(0.002)
+        os.kill(ork.pid, signal.SIGKILL)
+        ork.communicate(timeout=30)
+        pids = [int((project / name).read_text()) for name in ("pgid", "escaped")]
+        assert all(not _gone(pid) for pid in pids), "the task's processes should outlive a killed ork"
+        assert os.getsid(pids[1]) == pids[1] != pids[0], "the escaped process should lead its own session"
+
+        resumed = subprocess.run([*ORK, "resume", "-q"], cwd=project, env=ork_env(), capture_output=True,
+                                 text=True, timeout=120, check=False)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert [pid for pid in pids if not _gone(pid)] == [], "processes of the killed run survived ork resume"
+    finally:
+        if ork.poll() is None:
+            ork.kill()
+            ork.communicate()
+        for pid in pids:
+            signal_group(pid, signal.SIGKILL)
 
 
 def _peak_rss_kb(argv: list[str], cwd: Path) -> tuple[int, str]:
