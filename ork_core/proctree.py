@@ -24,10 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
+import select
 import signal
 import subprocess
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -393,6 +396,79 @@ class Completed:
             return f"signal {-self.returncode}"
 
 
+class _Readers:
+    """The pipes and pidfds of all trees of one event loop, in one epoll set the loop watches.
+
+    asyncio's add_reader/remove_reader cost tens of microseconds of Python per descriptor,
+    and every task has three, each added and removed once; an epoll set costs a system call.
+    The set closes itself once it has been empty for `IDLE` seconds.
+    """
+
+    IDLE = 1.0
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Readers] = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._epoll = select.epoll()
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        self._idle: asyncio.TimerHandle | None = None
+        loop.add_reader(self._epoll.fileno(), self._ready)
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Readers | _LoopReaders:
+        if not hasattr(select, "epoll"):
+            return _LoopReaders(loop)
+        readers = cls._by_loop.get(loop)
+        if readers is None:
+            readers = cls._by_loop[loop] = cls(loop)
+        return readers
+
+    def add(self, fd: int, callback: Callable[[], None]) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        self._epoll.register(fd, select.EPOLLIN)
+        self._callbacks[fd] = callback
+
+    def remove(self, fd: int) -> None:
+        if self._callbacks.pop(fd, None) is None:
+            return
+        self._epoll.unregister(fd)
+        if not self._callbacks and self._idle is None:
+            self._idle = self._loop.call_later(self.IDLE, self.close)
+
+    def close(self) -> None:
+        self._idle = None
+        if self._callbacks or self._by_loop.get(self._loop) is not self:
+            return
+        del self._by_loop[self._loop]
+        if not self._loop.is_closed():
+            self._loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
+
+    def _ready(self) -> None:
+        for fd, _ in self._epoll.poll(0):
+            callback = self._callbacks.get(fd)
+            if callback is not None:
+                try:
+                    callback()
+                except Exception as exc:  # noqa: BLE001 - one tree's failure must not starve the others
+                    self._loop.call_exception_handler({"message": "error in a process tree callback", "exception": exc})
+
+
+class _LoopReaders:
+    """Where there is no epoll: the loop's own readers."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def add(self, fd: int, callback: Callable[[], None]) -> None:
+        self._loop.add_reader(fd, callback)
+
+    def remove(self, fd: int) -> None:
+        self._loop.remove_reader(fd)
+
+
 class TreeProcess:
     """One command run as the leader of a new session, streamed, and ended as a whole.
 
@@ -443,7 +519,10 @@ class TreeProcess:
         self.channel_env = channel_env
         self.prepare = prepare
         self.pid: int | None = None
+        self.gone = False
+        """True once ork has seen that nothing of the tree is left (after `run` returned)."""
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._readers: _Readers | _LoopReaders  # set by run()
         self._fds: dict[str, int] = {}
         self._splitters: dict[str, LineSplitter] = {}
         self._open_streams = 0
@@ -532,7 +611,7 @@ class TreeProcess:
             self._stdin_view = memoryview(self.stdin or b"")
             loop.add_writer(self._stdin_fd, self._writable)
         if self._pidfd is not None:
-            loop.add_reader(self._pidfd, self._reap)
+            self._readers.add(self._pidfd, self._reap)
         else:
             self._poll_exit()
 
@@ -542,7 +621,7 @@ class TreeProcess:
         self._fds[name] = fd
         self._splitters[name] = LineSplitter(max_line)
         self._open_streams += 1
-        self._loop.add_reader(fd, self._readable, name)
+        self._readers.add(fd, functools.partial(self._readable, name))
 
     def _poll_exit(self) -> None:
         """Without pidfd (old kernels, other systems): look for the exit every 10 ms."""
@@ -562,7 +641,7 @@ class TreeProcess:
         if pid == 0:
             return
         if self._pidfd is not None:
-            self._loop.remove_reader(self._pidfd)
+            self._readers.remove(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
         self._returncode = os.waitstatus_to_exitcode(status)
@@ -609,8 +688,7 @@ class TreeProcess:
         fd = self._fds.pop(name, None)
         if fd is None:
             return
-        assert self._loop is not None
-        self._loop.remove_reader(fd)
+        self._readers.remove(fd)
         os.close(fd)
         self._open_streams -= 1
         if self._open_streams == 0:
@@ -661,6 +739,7 @@ class TreeProcess:
         if self._loop is not None:
             raise RuntimeError("a TreeProcess runs once")
         self._loop = asyncio.get_running_loop()
+        self._readers = _Readers.of(self._loop)
         self._attach(self._spawn())
         assert self._exited is not None and self._wake is not None and self._eof is not None
         assert self.pid is not None
@@ -674,7 +753,9 @@ class TreeProcess:
             leftovers = 0
             if requested or _group_exists(self.pid):
                 leftovers = 0 if requested else len(group_members(self.pid))
-                await self._end_uninterrupted()
+                self.gone = await self._end_uninterrupted()
+            else:
+                self.gone = True
             if not self._eof.done():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self._eof), DRAIN_TIMEOUT)
@@ -735,7 +816,7 @@ class TreeProcess:
             self._close_stream(name)
         self._close_stdin()
         if self._pidfd is not None and self._loop is not None:
-            self._loop.remove_reader(self._pidfd)
+            self._readers.remove(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from ork_core.storage.base import FINAL_TASK_STATUSES, RunRecord
 from ork_core.workflow import CompiledWorkflow
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 FINAL = FINAL_TASK_STATUSES
 SHOWN = {"running", "deferred", "retrying", "success", "failed", "skipped", "upstream_failed", "cancelled"}
@@ -52,6 +52,11 @@ class PlainReporter:
         pass
 
     def summary(self, record: RunRecord) -> None:
+        if self.quiet:  # one plain line; rich is not even imported
+            self.out.write(summary_line(record) + "\n")
+            return
+        from rich.console import Console
+
         print_summary(Console(file=self.out, highlight=False), record, self.quiet)
 
 
@@ -59,6 +64,8 @@ class RichReporter(PlainReporter):
     """A progress bar plus a line per finished task, on a terminal."""
 
     def __init__(self, quiet: bool = False) -> None:
+        from rich.console import Console
+
         super().__init__(quiet)
         self.console = Console()
         self.progress: Progress | None = None
@@ -66,6 +73,8 @@ class RichReporter(PlainReporter):
         self.done = 0
 
     def run_started(self, run_id: str, workflow: CompiledWorkflow, resumed: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[state]}"), console=self.console, transient=True,
@@ -100,7 +109,14 @@ class RichReporter(PlainReporter):
         print_summary(self.console, record, self.quiet)
 
 
+def summary_line(record: RunRecord) -> str:
+    took = f" in {record.duration:.2f}s" if record.duration is not None else ""
+    return f"run {record.id} {record.status}{took}"
+
+
 def print_summary(console: Console, record: RunRecord, quiet: bool) -> None:
+    from rich.table import Table
+
     tasks = list(record.tasks.values())
     style = STYLE.get(record.status, "")
     if not quiet and len(tasks) <= TABLE_LIMIT:

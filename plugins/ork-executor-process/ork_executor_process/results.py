@@ -41,12 +41,22 @@ def failure_message(problem: str, recorder: OutputRecorder) -> str:
     return "; ".join(parts)
 
 
-def read_output_file(path: Path) -> tuple[bool, Any]:
-    """(written, value) for the file named by ORK_OUTPUT; invalid JSON fails the task."""
+def read_output_file(path: str) -> tuple[bool, Any]:
+    """(written, value) for the file named by ORK_OUTPUT, which is removed; invalid JSON fails the task.
+
+    Most commands never write it: one failing open() is all that costs.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return False, None
+    try:
+        with open(fd, "rb") as fh:
+            data = fh.read()
+    finally:
+        os.unlink(path)
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise TaskError(f"$ORK_OUTPUT ({path}) is not UTF-8 text: {exc}") from None
     if not text.strip():
