@@ -11,6 +11,7 @@ task again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -18,7 +19,6 @@ import shlex
 import shutil
 import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from ork import Context, TaskError, executor, load_task_config
@@ -128,8 +128,15 @@ class ProcessExecutor:
         self.config = config
         self._running: dict[tuple[str, str, int], TreeProcess] = {}
         self._environ = dict(os.environ)  # ork's environment when the run started
-        self._outputs = Path(tempfile.mkdtemp(prefix="ork-process-output-"))
+        self._outputs = tempfile.mkdtemp(prefix="ork-process-output-")
         """Where $ORK_OUTPUT files live until ork has read them (the output itself goes to storage)."""
+        self._params_json: tuple[dict[str, Any], str] | None = None
+
+    def _params(self, params: dict[str, Any]) -> str:
+        """``$ORK_PARAMS``: the run's parameters as JSON, encoded once per run rather than per task."""
+        if self._params_json is None or self._params_json[0] is not params:
+            self._params_json = (params, json.dumps(params, default=str))
+        return self._params_json[1]
 
     def _env(self, task: ProcessTask, ctx: Context, variables: Mapping[str, Any]) -> dict[str, str]:
         inherit = self.config.inherit_env if task.inherit_env is None else task.inherit_env
@@ -145,7 +152,7 @@ class ProcessExecutor:
                 "ORK_ATTEMPT": str(ctx.attempt),
                 "ORK_TRY_NUMBER": str(ctx.try_number),
                 "ORK_IDEMPOTENCY_KEY": ctx.idempotency_key,
-                "ORK_PARAMS": json.dumps(ctx.params, default=str),
+                "ORK_PARAMS": self._params(ctx.params),
             }
         )
         return env
@@ -168,8 +175,8 @@ class ProcessExecutor:
             log_max_bytes=task.log_max_bytes if task.log_max_bytes is not None else self.config.log_max_bytes,
         )
 
-        output_file = self._outputs / f"{ctx.run_id}.{ctx.task_name}.{ctx.attempt}.json"
-        env["ORK_OUTPUT"] = str(output_file)
+        output_file = f"{self._outputs}/{ctx.run_id}.{ctx.task_name}.{ctx.attempt}.json"
+        env["ORK_OUTPUT"] = output_file
         artifacts = self.config.artifacts if task.artifacts is None else task.artifacts
 
         def prepare() -> dict[str, str] | None:
@@ -205,12 +212,9 @@ class ProcessExecutor:
             self._running.pop(key, None)
             recorder.close()
             # cleared only once nothing of the group is left; otherwise `ork resume` must still end it
-            if tree.pid is not None and not tree_alive(tree.pid):
+            if tree.pid is not None and (tree.gone or not tree_alive(tree.pid)):
                 ctx.record_process_group(None)
-        try:
-            return await self._result(task, ctx, argv, completed, recorder, output_file, artifacts)
-        finally:
-            output_file.unlink(missing_ok=True)
+        return await self._result(task, ctx, argv, completed, recorder, output_file, artifacts)
 
     async def _result(
         self,
@@ -219,7 +223,7 @@ class ProcessExecutor:
         argv: list[str],
         completed: Completed,
         recorder: OutputRecorder,
-        output_file: Path,
+        output_file: str,
         artifacts: bool,
     ) -> Any:
         if completed.leftovers:
@@ -241,7 +245,13 @@ class ProcessExecutor:
                 f"{recorder.decode_error}; the raw bytes are in {recorder.path(recorder.decode_error_stream)}; "
                 "set 'encoding' to the output's encoding, or encoding_errors: replace to accept it"
             )
-        written, result = read_output_file(output_file) if task.output == "file" else (False, None)
+        # read (and removed) here; what a failed attempt left goes when the executor closes
+        if task.output == "file":
+            written, result = read_output_file(output_file)
+        else:
+            written, result = False, None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(output_file)
         listed: list[dict[str, Any]] = []
         folder = recorder.folder
         if artifacts and folder is not None and any(name not in OWN_FILES for name in os.listdir(folder)):

@@ -44,8 +44,10 @@ def failure_message(problem: str, recorder: OutputRecorder) -> str:
 def read_output_file(path: str) -> tuple[bool, Any]:
     """(written, value) for the file named by ORK_OUTPUT, which is removed; invalid JSON fails the task.
 
-    Most commands never write it: one failing open() is all that costs.
+    Most commands never write it: one access() is all that costs them.
     """
+    if not os.access(path, os.F_OK):
+        return False, None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
