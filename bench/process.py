@@ -10,6 +10,11 @@ Both sides are timed as whole processes (interpreter start, imports and all):
 Runs alternate (baseline, ork, baseline, ork …) so a change in machine load hits both, and
 the medians are compared. Target: ork ≤ 1.3 × baseline.
 
+Where the difference comes from, also measured each run: both sides once more with a single
+task (the fixed cost: interpreter, imports, for ork also plugins, workflow, state database),
+so ``(whole - one task) / (tasks - 1)`` is the cost per task; and ``imports``, a process
+that only imports what ``ork run`` of this workflow imports.
+
     .venv/bin/python bench/process.py [--tasks 1000] [--concurrency 2] [--runs 7] [--profile]
 
 ``--profile`` also runs ork once in-process under cProfile and prints where the time went.
@@ -59,11 +64,14 @@ stats.sort_stats("cumulative").print_stats(40)
 """
 
 
-def write_project(folder: Path, tasks: int) -> Path:
+IMPORTS = "import ork_core.cli, ork_core.scheduler, ork_core.workflow, ork_core.storage.sqlite, ork_executor_process.executor"
+
+
+def write_project(folder: Path, tasks: int, name: str = "bench.yaml") -> Path:
     (folder / "ork.yaml").write_text("max_concurrency: 64\n")
     lines = ["name: bench_true", "tasks:"]
     lines += [f"  t{i:05d}: {{executor: process, command: [\"true\"]}}" for i in range(tasks)]
-    workflow = folder / "bench.yaml"
+    workflow = folder / name
     workflow.write_text("\n".join(lines) + "\n")
     return workflow
 
@@ -94,19 +102,28 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="ork-bench-process-"))
     try:
         workflow = write_project(folder, args.tasks)
+        single = write_project(folder, 1, "one.yaml")
         python = sys.executable
         baseline_argv = [python, "-c", BASELINE, str(args.tasks), str(args.concurrency)]
         ork_argv = [python, "-m", "ork_core", "run", "-q", "--concurrency", str(args.concurrency), str(workflow)]
-        # one warm-up of each (file cache, lazily created folders), not counted
-        timed(baseline_argv, folder, env)
-        timed(ork_argv, folder, env)
-        base: list[float] = []
-        ork: list[float] = []
+        sides = {
+            "base": baseline_argv,
+            "ork": ork_argv,
+            "base1": [python, "-c", BASELINE, "1", str(args.concurrency)],
+            "ork1": [*ork_argv[:-1], str(single)],
+            "imports": [python, "-c", IMPORTS],
+        }
+        # one warm-up of each (file cache, bytecode cache, lazily created folders), not counted
+        for argv in sides.values():
+            timed(argv, folder, env)
+        times: dict[str, list[float]] = {side: [] for side in sides}
         for _ in range(args.runs):
-            shutil.rmtree(folder / ".ork", ignore_errors=True)
-            base.append(timed(baseline_argv, folder, env))
-            ork.append(timed(ork_argv, folder, env))
-        b, o = statistics.median(base), statistics.median(ork)
+            for side, argv in sides.items():
+                shutil.rmtree(folder / ".ork", ignore_errors=True)
+                times[side].append(timed(argv, folder, env))
+        base, ork = times["base"], times["ork"]
+        med = {side: statistics.median(values) for side, values in times.items()}
+        b, o = med["base"], med["ork"]
         print(f"{args.tasks} tasks running `true`, concurrency {args.concurrency}, {args.runs} runs each (whole processes)")
         cache = "off (PYTHONDONTWRITEBYTECODE)" if "PYTHONDONTWRITEBYTECODE" in env else "on"
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}, "
@@ -114,6 +131,11 @@ def main() -> None:
         print(f"baseline (subprocess.run, 2-worker pool): median {b:.3f}s  runs {' '.join(f'{x:.3f}' for x in base)}")
         print(f"ork run (process executor):               median {o:.3f}s  runs {' '.join(f'{x:.3f}' for x in ork)}")
         print(f"ratio ork / baseline: {o / b:.2f}x  (target <= 1.30x); ork per task {o / args.tasks * 1000:.2f} ms")
+        per_b = (b - med["base1"]) / (args.tasks - 1) * 1000
+        per_o = (o - med["ork1"]) / (args.tasks - 1) * 1000
+        print(f"fixed cost (1 task):  baseline {med['base1']:.3f}s  ork {med['ork1']:.3f}s  "
+              f"(of which importing ork's modules {med['imports']:.3f}s, bare interpreter included)")
+        print(f"per task:             baseline {per_b:.3f} ms  ork {per_o:.3f} ms  ratio {per_o / per_b:.2f}x")
         if args.profile:
             shutil.rmtree(folder / ".ork", ignore_errors=True)
             subprocess.run([python, "-c", PROFILE, str(workflow), str(args.concurrency)], cwd=folder, env=env,

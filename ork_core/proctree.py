@@ -102,19 +102,26 @@ def tree_alive(pgid: int) -> bool:
 
 RUN_MARKER = "ORK_RUN_ID"
 TASK_MARKER = "ORK_TASK"
+ATTEMPT_MARKER = "ORK_ATTEMPT"
 """Environment variables every task process gets; they identify a tree after ork died."""
 
 
-def marked_processes(run_id: str) -> dict[int, tuple[str, int]] | None:
-    """Live processes whose environment carries `run_id`: pid -> (task name, process group).
+def task_markers(run_id: str, task: str, attempt: int) -> dict[str, str]:
+    """The variables that mark the processes of one task attempt (put them in its environment)."""
+    return {RUN_MARKER: run_id, TASK_MARKER: task, ATTEMPT_MARKER: str(attempt)}
+
+
+def marked_processes(markers: Mapping[str, str]) -> dict[int, tuple[str, int]] | None:
+    """Live processes whose environment has all of `markers`: pid -> (task name, process group).
 
     Reads ``/proc/*/environ`` (the environment a process was started with; readable for
-    processes of the same user). None where there is no /proc to read.
+    processes of the same user), about a millisecond per hundred processes. None where there
+    is no /proc to read.
     """
     proc = Path("/proc")
     if not proc.is_dir():
         return None
-    wanted = f"{RUN_MARKER}={run_id}".encode()
+    wanted = [f"{key}={value}".encode() for key, value in markers.items()]
     task_prefix = f"{TASK_MARKER}=".encode()
     found: dict[int, tuple[str, int]] = {}
     me = os.getpid()
@@ -124,7 +131,7 @@ def marked_processes(run_id: str) -> dict[int, tuple[str, int]] | None:
         try:
             with open(f"/proc/{name}/environ", "rb") as fh:
                 variables = fh.read().split(b"\0")
-            if wanted not in variables:
+            if not all(marker in variables for marker in wanted):
                 continue
             pgid = os.getpgid(int(name))
         except OSError:
@@ -490,6 +497,10 @@ class TreeProcess:
 
     `prepare` runs just before the process starts (create the folders the command needs
     there); environment variables it returns are added to the child's.
+
+    `markers` are environment variables (already in `env`) that identify this tree's
+    processes: ending the tree also ends processes that carry all of them but left its
+    session with ``setsid`` (found through /proc, only when the tree is being ended).
     """
 
     def __init__(
@@ -506,8 +517,10 @@ class TreeProcess:
         stdin: bytes | None = None,
         channel_env: str | None = None,
         prepare: Callable[[], Mapping[str, str] | None] | None = None,
+        markers: Mapping[str, str] | None = None,
     ) -> None:
         self.argv = list(argv)
+        self.markers = dict(markers) if markers else None
         self.cwd = cwd
         self.env = env
         self.on_lines = on_lines
@@ -788,7 +801,11 @@ class TreeProcess:
 
     async def _end_and_reap(self) -> bool:
         assert self.pid is not None and self._exited is not None
-        gone = await end_group_async(self.pid, self.grace)
+        groups = {self.pid}
+        if self.markers:  # processes of this tree that left its session still carry its markers
+            groups |= {pgid for _, pgid in (marked_processes(self.markers) or {}).values() if not _protected(pgid)}
+        ended = await asyncio.gather(*(end_group_async(pgid, self.grace) for pgid in sorted(groups)))
+        gone = all(ended)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._exited), timeout=KILL_WAIT)
         return gone
@@ -851,5 +868,6 @@ __all__ = [
     "run_tree",
     "signal_group",
     "start_leader",
+    "task_markers",
     "tree_alive",
 ]

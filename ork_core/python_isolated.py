@@ -26,7 +26,7 @@ import pydantic_core
 
 from ork_core.context import Context
 from ork_core.errors import TaskError, TaskSkipped
-from ork_core.proctree import DEFAULT_GRACE, TreeProcess, tree_alive
+from ork_core.proctree import DEFAULT_GRACE, TreeProcess, task_markers, tree_alive
 
 if TYPE_CHECKING:
     from ork_core.python_executor import PythonTask
@@ -144,7 +144,7 @@ def _environment(ctx: Context) -> dict[str, str]:
     env.update({k: str(v) for k, v in ctx.env.items()})
     env.setdefault("PYTHONIOENCODING", "utf-8")
     env["PYTHONUNBUFFERED"] = "1"
-    env.update({"ORK_RUN_ID": ctx.run_id, "ORK_TASK": ctx.task_name, "ORK_ATTEMPT": str(ctx.attempt)})
+    env.update(task_markers(ctx.run_id, ctx.task_name, ctx.attempt))
     return env
 
 
@@ -169,6 +169,7 @@ async def run_isolated_async(
         grace=grace,
         stdin=_request(task, inputs, ctx, upstream),
         channel_env=CHANNEL_ENV,
+        markers=task_markers(ctx.run_id, ctx.task_name, ctx.attempt),
     )
     with _lock:
         _running[id(ctx)] = tree

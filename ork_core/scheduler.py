@@ -32,7 +32,7 @@ from ork_core.deferred import Deferred, JobState
 from ork_core.errors import OrkError, StorageError, TaskError, TaskSkipped
 from ork_core.executors import ExecutorManager
 from ork_core.plugins import Plugins
-from ork_core.proctree import end_group, group_members, marked_processes
+from ork_core.proctree import RUN_MARKER, end_group, group_members, marked_processes
 from ork_core.project import Project
 from ork_core.storage.base import FINAL_TASK_STATUSES, LogLine, Metric, RunUpdate, Storage, TaskUpdate
 from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
@@ -784,7 +784,7 @@ class Scheduler:
         it committed. A recorded group is ended only if one of its members carries the id,
         so a group id that was reused by an unrelated process is left alone.
         """
-        marked = marked_processes(self.run_id)
+        marked = marked_processes({RUN_MARKER: self.run_id})
         if marked is None:  # no /proc: the recorded groups are all there is to go by
             groups = set(recorded.values())
         else:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ork import Context, TaskError, executor, load_task_config
-from ork_core.proctree import Completed, TreeProcess, tree_alive
+from ork_core.proctree import Completed, TreeProcess, task_markers, tree_alive
 from ork_executor_process.config import ProcessConfig, ProcessTask
 from ork_executor_process.results import (
     exit_problem,
@@ -144,12 +144,10 @@ class ProcessExecutor:
         env.update(self.config.env)
         if ctx.env:
             env.update({k: str(v) for k, v in _render(ctx.env, variables, ctx, "env").items()})
+        env.update(task_markers(ctx.run_id, ctx.task_name, ctx.attempt))
         env.update(
             {
-                "ORK_RUN_ID": ctx.run_id,
                 "ORK_WORKFLOW": ctx.workflow_name,
-                "ORK_TASK": ctx.task_name,
-                "ORK_ATTEMPT": str(ctx.attempt),
                 "ORK_TRY_NUMBER": str(ctx.try_number),
                 "ORK_IDEMPOTENCY_KEY": ctx.idempotency_key,
                 "ORK_PARAMS": self._params(ctx.params),
@@ -197,6 +195,7 @@ class ProcessExecutor:
             on_chunk=recorder.chunk,
             on_start=ctx.record_process_group,
             prepare=prepare,
+            markers=task_markers(ctx.run_id, ctx.task_name, ctx.attempt),
             grace=task.grace_period if task.grace_period is not None else self.config.grace_period,
             max_line=task.max_line_bytes or self.config.max_line_bytes,
         )

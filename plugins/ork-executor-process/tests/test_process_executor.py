@@ -208,6 +208,16 @@ def test_timeout_leaves_no_process_of_the_group(project: Path) -> None:
     assert group_members(int((project / "pgid").read_text())) == []
 
 
+def test_timeout_also_ends_a_process_that_left_the_session(project: Path) -> None:
+    """``setsid`` takes a process out of the group and the session; its environment still marks it."""
+    script = 'setsid sh -c "echo \\$\\$ > pgid-escaped; exec sleep 300" & echo $$ > pgid; sleep 300'
+    result = run(project, command=["sh", "-c", script], timeout=1.0)
+    assert result.status == "failed" and result.error == "timed out after 1s", result.describe()
+    escaped = int((project / "pgid-escaped").read_text())
+    assert escaped != int((project / "pgid").read_text())
+    assert group_members(escaped) == [] and group_members(int((project / "pgid").read_text())) == []
+
+
 def test_sigterm_ignored_is_killed_after_the_grace_period(project: Path) -> None:
     script = "echo $$ > pgid; trap '' TERM; sleep 300 & while :; do sleep 0.1; done"
     result = run(project, command=["sh", "-c", script], timeout=0.5, grace_period=1.5)
