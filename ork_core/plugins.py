@@ -183,9 +183,9 @@ def _enable_tracing(pm: pluggy.PluginManager) -> None:
 
 
 def _entry_points() -> list[Any]:
-    import importlib_metadata
+    import importlib.metadata
 
-    return list(importlib_metadata.entry_points(group=ENTRY_POINT_GROUP))
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
 def build_plugin_manager(

@@ -112,10 +112,10 @@ def registration_entry(reg: Registration) -> tuple[str, str] | None:
         return reg.source.plugin, "ork's built-in plugin"
     if reg.source.origin != "entrypoint" or not reg.source.distribution:
         return None
-    import importlib_metadata
+    import importlib.metadata
 
     eps = [
-        ep for ep in importlib_metadata.distribution(reg.source.distribution).entry_points
+        ep for ep in importlib.metadata.distribution(reg.source.distribution).entry_points
         if ep.group == "ork" and ep.name == reg.source.plugin
     ]
     if not eps:
