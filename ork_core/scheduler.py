@@ -486,12 +486,19 @@ class Scheduler:
 
     def _record_group(self, name: str, attempt: int, pgid: int | None) -> None:
         """An executor started (or saw the end of) the process group of a task's attempt."""
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if not on_loop:  # an executor's worker thread, or a loop of its own
+            self._loop.call_soon_threadsafe(self._record_group, name, attempt, pgid)
+            return
         if pgid is None:
             self._groups.pop(name, None)
             return
         self._groups[name] = (attempt, pgid)
         if self._group_flush is None:
-            self._group_flush = asyncio.get_running_loop().call_later(GROUP_COMMIT_DELAY, self._flush_groups)
+            self._group_flush = self._loop.call_later(GROUP_COMMIT_DELAY, self._flush_groups)
 
     def _flush_groups(self) -> None:
         self._group_flush = None
