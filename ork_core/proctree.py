@@ -45,6 +45,9 @@ DEFAULT_MAX_LINE = 1 << 16
 DRAIN_TIMEOUT = 2.0
 """After the tree is gone, how long to wait for the pipes to close (a process that escaped
 the session may hold them open for ever)."""
+ESCAPE_CHECK = 0.1
+"""After the tree is gone, how long the pipes may stay open before ork looks for processes
+that left the session but carry the tree's markers (a /proc scan: not on every task)."""
 
 OnLines = Callable[[str, list[bytes]], None]
 OnChunk = Callable[[str, bytes], None]
@@ -500,7 +503,9 @@ class TreeProcess:
 
     `markers` are environment variables (already in `env`) that identify this tree's
     processes: ending the tree also ends processes that carry all of them but left its
-    session with ``setsid`` (found through /proc, only when the tree is being ended).
+    session with ``setsid``, and so do leftovers that keep the tree's pipes open after the
+    leader exited (found through /proc, only on those paths, never for a tree that ends
+    cleanly).
     """
 
     def __init__(
@@ -770,8 +775,11 @@ class TreeProcess:
             else:
                 self.gone = True
             if not self._eof.done():
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self._eof), DRAIN_TIMEOUT)
+                if not await self._eof_within(ESCAPE_CHECK if self.markers else DRAIN_TIMEOUT) and self.markers:
+                    # the pipes are held by something outside the group: a process that left the
+                    # session but still carries this tree's markers is a leftover like any other
+                    leftovers += await self._end_marked()
+                    await self._eof_within(DRAIN_TIMEOUT)
                 self._drain_now()
             if self._failure is not None:
                 raise self._failure
@@ -799,13 +807,31 @@ class TreeProcess:
             self._ending = self._loop.create_task(self._end_and_reap())
         return await asyncio.shield(self._ending)
 
+    async def _eof_within(self, seconds: float) -> bool:
+        assert self._eof is not None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._eof), seconds)
+        return self._eof.done()
+
+    def _escaped_groups(self) -> dict[int, int]:
+        """Groups (other than the tree's own) of processes carrying the markers: pgid -> processes."""
+        groups: dict[int, int] = {}
+        if self.markers:
+            for _, pgid in (marked_processes(self.markers) or {}).values():
+                if pgid != self.pid and not _protected(pgid):
+                    groups[pgid] = groups.get(pgid, 0) + 1
+        return groups
+
+    async def _end_marked(self) -> int:
+        """End the processes that left the session but carry the markers; how many there were."""
+        groups = self._escaped_groups()
+        await asyncio.gather(*(end_group_async(pgid, self.grace) for pgid in groups))
+        return sum(groups.values())
+
     async def _end_and_reap(self) -> bool:
         assert self.pid is not None and self._exited is not None
-        groups = {self.pid}
-        if self.markers:  # processes of this tree that left its session still carry its markers
-            groups |= {pgid for _, pgid in (marked_processes(self.markers) or {}).values() if not _protected(pgid)}
-        ended = await asyncio.gather(*(end_group_async(pgid, self.grace) for pgid in sorted(groups)))
-        gone = all(ended)
+        groups = [self.pid, *self._escaped_groups()]  # those that left the session still carry the markers
+        gone = all(await asyncio.gather(*(end_group_async(pgid, self.grace) for pgid in groups)))
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._exited), timeout=KILL_WAIT)
         return gone

@@ -239,6 +239,20 @@ def test_leftover_background_processes_are_ended(project: Path) -> None:
     assert group_members(int((project / "pgid").read_text())) == []
 
 
+def test_a_leftover_that_left_the_session_is_ended_too(project: Path) -> None:
+    """It keeps the task's stdout open, so ork notices it, and its environment says whose it is."""
+    script = (
+        'setsid sh -c "echo \\$\\$ > pgid-escaped.tmp; mv pgid-escaped.tmp pgid-escaped; exec sleep 300" & '
+        "while [ ! -s pgid-escaped ]; do sleep 0.01; done; echo done"  # it has left the session by now
+    )
+    started = time.monotonic()
+    result = run(project, command=["sh", "-c", script])
+    assert result.ok, result.describe()
+    assert time.monotonic() - started < 10
+    assert any("left 1 process(es)" in line for line in result.logs), result.logs
+    assert group_members(int((project / "pgid-escaped").read_text())) == []
+
+
 def test_retries_get_a_fresh_attempt_folder(project: Path) -> None:
     script = 'echo "$ORK_ATTEMPT" > "$ORK_ARTIFACT_DIR/n"; [ "$ORK_ATTEMPT" -ge 2 ]'
     result = run(project, command=["sh", "-c", script], retries=2, artifacts=True)
