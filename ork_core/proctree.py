@@ -332,7 +332,7 @@ def _executable(program: str, env: Mapping[str, str]) -> str:
                 break
         else:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
-        if len(_found) < 1024:
+        if os.path.isabs(found) and len(_found) < 1024:  # "." on PATH depends on the cwd: not cached
             _found[key] = found
     return found
 
@@ -367,7 +367,7 @@ def start_leader(
             elif not _sealed:
                 _seal_inherited_descriptors()
             return os.posix_spawn(executable, list(argv), env, file_actions=actions, setsid=True, setsigdef=_RESET_SIGNALS)
-        except FileNotFoundError:
+        except OSError:  # the program moved or changed since it was looked up: look again next time
             _found.pop((argv[0], env.get("PATH", os.defpath)), None)
             raise
         except NotImplementedError:  # no POSIX_SPAWN_SETSID in this libc
