@@ -501,7 +501,7 @@ class TreeProcess:
     `prepare` runs just before the process starts (create the folders the command needs
     there); environment variables it returns are added to the child's.
 
-    `markers` are environment variables (already in `env`) that identify this tree's
+    `markers` are environment variables (added to `env`) that identify this tree's
     processes: ending the tree also ends processes that carry all of them but left its
     session with ``setsid``, and so do leftovers that keep the tree's pipes open after the
     leader exited (found through /proc, only on those paths, never for a tree that ends
@@ -570,6 +570,8 @@ class TreeProcess:
     def _spawn(self) -> dict[str, int]:
         """Create the pipes and start the leader; returns ork's ends of the pipes."""
         env: Mapping[str, str] = os.environ if self.env is None else self.env
+        if self.markers:
+            env = {**env, **self.markers}
         if self.prepare is not None:
             extra = self.prepare()
             if extra:

@@ -109,9 +109,11 @@ class RichReporter(PlainReporter):
         print_summary(self.console, record, self.quiet)
 
 
-def summary_line(record: RunRecord) -> str:
+def summary_line(record: RunRecord, style: str = "") -> str:
+    """``run ID STATUS in N s``; with a rich `style`, the status is marked up in it."""
     took = f" in {record.duration:.2f}s" if record.duration is not None else ""
-    return f"run {record.id} {record.status}{took}"
+    status = f"[{style}]{record.status}[/]" if style else record.status
+    return f"run {record.id} {status}{took}"
 
 
 def print_summary(console: Console, record: RunRecord, quiet: bool) -> None:
@@ -131,8 +133,7 @@ def print_summary(console: Console, record: RunRecord, quiet: bool) -> None:
         bad = [t for t in tasks if t.status in ("failed",)][:20]
         for t in bad:
             console.print(f"[red]failed[/] {t.name}: {(t.error or '').splitlines()[0] if t.error else ''}", highlight=False)
-    took = f" in {record.duration:.2f}s" if record.duration is not None else ""
-    console.print(f"run {record.id} [{style}]{record.status}[/]{took}", highlight=False)
+    console.print(summary_line(record, style), highlight=False)
 
 
 def make_reporter(quiet: bool = False) -> PlainReporter:

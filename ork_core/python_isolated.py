@@ -144,7 +144,6 @@ def _environment(ctx: Context) -> dict[str, str]:
     env.update({k: str(v) for k, v in ctx.env.items()})
     env.setdefault("PYTHONIOENCODING", "utf-8")
     env["PYTHONUNBUFFERED"] = "1"
-    env.update(task_markers(ctx.run_id, ctx.task_name, ctx.attempt))
     return env
 
 

@@ -144,7 +144,6 @@ class ProcessExecutor:
         env.update(self.config.env)
         if ctx.env:
             env.update({k: str(v) for k, v in _render(ctx.env, variables, ctx, "env").items()})
-        env.update(task_markers(ctx.run_id, ctx.task_name, ctx.attempt))
         env.update(
             {
                 "ORK_WORKFLOW": ctx.workflow_name,
