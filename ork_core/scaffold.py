@@ -126,12 +126,15 @@ def find_template(explicit: str | None = None) -> str:
         if not (path / "cookiecutter.json").is_file():
             raise ScaffoldError(f"template {explicit!r} is not a cookiecutter template (no cookiecutter.json in {path})")
         return str(path.resolve())
-    bundled = Path(__file__).resolve().parent.parent / TEMPLATE_DIR
-    if (bundled / "cookiecutter.json").is_file():
-        return str(bundled)
+    here = Path(__file__).resolve().parent
+    # the wheel carries it inside the package; a checkout (or an editable install) has it at the top
+    candidates = (here / "executor_template", here.parent / TEMPLATE_DIR)
+    for bundled in candidates:
+        if (bundled / "cookiecutter.json").is_file():
+            return str(bundled)
     raise ScaffoldError(
-        f"the executor template is not installed with this ork-core (looked for {bundled}); pass "
-        f"--template PATH_OR_URL (or set {TEMPLATE_ENV}) to the cookiecutter-executor folder of an ork checkout"
+        f"the executor template is not installed with this ork-core (looked in {' and '.join(map(str, candidates))}); "
+        f"pass --template PATH_OR_URL (or set {TEMPLATE_ENV}) to the cookiecutter-executor folder of an ork checkout"
     )
 
 

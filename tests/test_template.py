@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import venv
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,3 +243,31 @@ def test_a_template_folder_without_cookiecutter_json_is_refused(tmp_path: Path) 
     result = CliRunner().invoke(main, ["new", "executor", "acme", "--no-input", "-o", str(tmp_path), "--template", str(tmp_path)])
     assert result.exit_code == 2
     assert f"is not a cookiecutter template (no cookiecutter.json in {tmp_path})" in result.stderr
+
+
+@pytest.mark.timeout(600)
+def test_the_wheel_carries_the_template_and_ork_new_finds_it(tmp_path: Path) -> None:
+    """`pip install ork-core` (a wheel, no checkout beside it) must still have `ork new executor`."""
+    # built from a copy: pip builds in the source tree, and a stale build/ there would hide a miss
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".ork"))
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check", "-w", str(tmp_path), str(source)],
+        capture_output=True, text=True, env=clean_env(), timeout=600,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("ork_core-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name.removeprefix("ork_core/executor_template/") for name in archive.namelist()
+                   if name.startswith("ork_core/executor_template/")}
+        archive.extractall(tmp_path / "site")
+    tracked = {str(path.relative_to(TEMPLATE)) for path in TEMPLATE.rglob("*")
+               if path.is_file() and "__pycache__" not in path.parts}
+    assert shipped == tracked
+    # -S: no site-packages, so the editable ork-core of this venv cannot answer instead of the wheel's
+    found = subprocess.run(
+        [sys.executable, "-S", "-c", "from ork_core.scaffold import find_template; print(find_template())"],
+        capture_output=True, text=True, cwd=tmp_path, env={**clean_env(), "PYTHONPATH": str(tmp_path / "site")}, timeout=60,
+    )
+    assert found.returncode == 0, found.stderr
+    assert Path(found.stdout.strip()) == (tmp_path / "site" / "ork_core" / "executor_template").resolve()
