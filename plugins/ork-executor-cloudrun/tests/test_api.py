@@ -106,7 +106,7 @@ def test_run_job_does_not_wait_for_the_operation(fake_cloudrun: FakeCloudRun, cl
     fake_cloudrun.add_job("forever", duration_s=None)
     started = time.monotonic()
     name = api.run_job(clients, "forever")
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5  # waiting would mean forever: the job never ends
     assert fake_cloudrun.operation_get_calls == 0
     assert api.get_execution_status(clients, name).state == "running"
     (run_request,) = [r for r in fake_cloudrun.requests if r.method == "POST"]
