@@ -28,6 +28,7 @@ from ork_core.bindings import resolve
 from ork_core.context import Context
 from ork_core.errors import TaskError
 from ork_core.executors import executor
+from ork_core.taskconfig import load_task_config
 
 
 class PythonConfig(BaseModel):
@@ -213,7 +214,7 @@ class PythonExecutor:
         self.config = config
 
     def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> Any:
-        task = PythonTask.model_validate(ctx.task_config)
+        task = load_task_config(PythonTask, "", ctx)  # config_file is the function's own, not task keys
         inputs = resolve(task.inputs, ctx.params, upstream)
         isolation = task.isolation or self.config.isolation
         if isolation == "process":

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from ork_core.context import Context
 from ork_core.errors import TaskError
-from ork_core.yamlfile import load_yaml, validation_problems
+from ork_core.yamlfile import YamlDoc, load_yaml, validation_problems
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -22,19 +22,15 @@ M = TypeVar("M", bound=BaseModel)
 def load_task_config(model: type[M], config_file: str, ctx: Context) -> M:
     """The task's settings as `model`; raises TaskError naming the file, line and field."""
     data: dict[str, Any] = {}
-    source = f"workflow task {ctx.task_name!r}"
-    doc = None
+    doc = YamlDoc(f"workflow task {ctx.task_name!r}", None)
     if config_file:
         doc = load_yaml(Path(config_file), what="a mapping of task settings")
         if doc.problems:
             raise TaskError("; ".join(str(p) for p in doc.problems))
         data.update(doc.data)
-        source = config_file
     data.update(ctx.task_config)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        if doc is not None:
-            problems = validation_problems(doc, exc, valid_keys={(): model.model_fields.keys()})
-            raise TaskError("; ".join(str(p) for p in problems)) from None
-        raise TaskError(f"{source}: {exc}") from None
+        problems = validation_problems(doc, exc, valid_keys={(): model.model_fields.keys()})
+        raise TaskError("; ".join(str(p) for p in problems)) from None

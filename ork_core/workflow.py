@@ -306,7 +306,7 @@ def _compile_task(
     except OrkError as exc:
         problems.append(doc.problem(base + ("executor",), str(exc)))
     # executor-specific keys (only checkable once the executor is known)
-    if extra and resolved_ok:
+    if resolved_ok:
         if task_config_model is None:
             for key in extra:
                 problems.append(
@@ -319,8 +319,15 @@ def _compile_task(
             try:
                 task_config_model.model_validate(extra)
             except ValidationError as exc:
+                # An executor may read keys from the task's config_file too (load_task_config
+                # merges it). With such a file, only the keys written here can be judged: a
+                # missing key or a rule across keys is checked when the task reads both.
+                errors = [
+                    e for e in exc.errors(include_url=False)
+                    if not tm.config_file or (e["loc"] and e["loc"][0] in extra)
+                ]
                 valid = set(task_config_model.model_fields) | CORE_TASK_KEYS
-                problems += validation_problems(doc, exc, base, valid_keys={base: valid})
+                problems += validation_problems(doc, errors, base, valid_keys={base: valid})
     # bindings
     for where, kind, target in iter_bindings(extra, base):
         if kind == "ref":

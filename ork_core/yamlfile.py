@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from ork_core.errors import Problem
 
@@ -291,7 +292,7 @@ def suggest(name: str, valid: Iterable[str]) -> str:
 
 def validation_problems(
     doc: YamlDoc,
-    exc: ValidationError,
+    exc: ValidationError | Iterable[ErrorDetails],
     prefix: PathT = (),
     *,
     valid_keys: Mapping[PathT, Iterable[str]] | None = None,
@@ -299,10 +300,12 @@ def validation_problems(
 ) -> list[Problem]:
     """Turn a pydantic error into one `Problem` per field, located in the YAML file.
 
-    `show_input=False` keeps values out of messages (they may come from ``${SECRET}``).
+    `show_input=False` keeps values out of messages (they may come from ``${SECRET}``). `exc`
+    may also be a selection of its errors, for a caller that can judge only some of them.
     """
     problems: list[Problem] = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False) if isinstance(exc, ValidationError) else exc
+    for err in errors:
         loc = prefix + tuple(err["loc"])
         kind = err["type"]
         if kind == "extra_forbidden":

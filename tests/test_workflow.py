@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,7 @@ def check(cli: Cli, project: Path, text: str) -> str:
             "name: w\ntasks:\n  a:\n    file: tasks.py\n    function: f\n    config_file: missing.yaml\n",
             "wf.yaml:6: tasks.a.config_file: config file 'missing.yaml' not found",
         ),
+        ("name: w\ntasks:\n  a:\n    retries: 1\n", "wf.yaml:3: tasks.a.function: required field is missing"),
     ],
 )
 def test_validation_errors(cli: Cli, project: Path, text: str, expected: str) -> None:
@@ -126,3 +128,77 @@ def test_validate_ok_message(cli: Cli, project: Path) -> None:
     result = cli("validate", str(wf), cwd=project)
     assert result.code == 0
     assert "1 task(s) in 1 level(s)" in result.out
+
+
+EXECUTOR_WITH_TASK_KEYS = """
+from pydantic import BaseModel, ConfigDict
+from ork import Context, executor, load_task_config
+
+class Config(BaseModel):
+    pass
+
+class Task(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str
+    method: str = "GET"
+
+@executor(task_config=Task)
+class Fetch:
+    def __init__(self, config: Config) -> None:
+        pass
+
+    def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> dict[str, str]:
+        task = load_task_config(Task, config_file, ctx)
+        return {"url": task.url, "method": task.method}
+"""
+
+
+@pytest.fixture
+def fetch_project(project: Path, fresh_modules: None) -> Path:
+    write(project / "fetchers.py", EXECUTOR_WITH_TASK_KEYS)
+    write(project / "ork.yaml", "executors:\n  fetch:\n    type: fetchers:Fetch\n")
+    return project
+
+
+def only_task(cli: Cli, project: Path) -> dict[str, object]:
+    """The single task of the latest run, as `ork runs show --json` reports it."""
+    (run,) = json.loads(cli("runs", "--json", "--limit", "1", cwd=project).out)
+    (task,) = json.loads(cli("runs", "show", run["id"], "--json", cwd=project).out)["tasks"]
+    return task  # type: ignore[no-any-return]
+
+
+def test_a_required_task_key_missing_everywhere_is_a_validation_error(cli: Cli, fetch_project: Path) -> None:
+    wf = write(fetch_project / "wf.yaml", "name: w\ntasks:\n  a:\n    executor: fetch\n")
+    result = cli("validate", str(wf), cwd=fetch_project)
+    assert result.code == 1
+    assert "wf.yaml:3: tasks.a.url: required field is missing" in result.err
+
+
+def test_task_keys_may_be_split_between_config_file_and_the_task(cli: Cli, fetch_project: Path) -> None:
+    """A key the config_file gives is not missing; the inline keys are still checked."""
+    write(fetch_project / "req.yaml", "url: http://127.0.0.1:9/x\n")
+    wf = write(fetch_project / "wf.yaml", "name: w\ntasks:\n  a:\n    executor: fetch\n    config_file: req.yaml\n    method: POST\n")
+    assert cli("validate", str(wf), cwd=fetch_project).code == 0
+    assert cli("run", str(wf), cwd=fetch_project).code == 0
+    assert only_task(cli, fetch_project)["output"] == {"url": "http://127.0.0.1:9/x", "method": "POST"}
+    bad = write(fetch_project / "bad.yaml", "name: w\ntasks:\n  a:\n    executor: fetch\n    config_file: req.yaml\n    methd: POST\n")
+    result = cli("validate", str(bad), cwd=fetch_project)
+    assert result.code == 1
+    assert "bad.yaml:6: tasks.a.methd: unknown key 'methd' (did you mean 'method'?)" in result.err
+
+
+def test_a_key_missing_from_the_config_file_too_fails_the_task_naming_the_file(cli: Cli, fetch_project: Path) -> None:
+    write(fetch_project / "req.yaml", "method: POST\n")
+    wf = write(fetch_project / "wf.yaml", "name: w\ntasks:\n  a:\n    executor: fetch\n    config_file: req.yaml\n")
+    assert cli("run", str(wf), cwd=fetch_project).code == 1
+    task = only_task(cli, fetch_project)
+    assert task["status"] == "failed"
+    assert str(task["error"]).endswith("req.yaml:1: url: required field is missing"), task["error"]
+
+
+def test_python_task_keys_missing_at_run_time_are_named_not_dumped(cli: Cli, project: Path) -> None:
+    """A python task's config_file is the function's own, so a missing `function` shows only when it runs."""
+    write(project / "settings.yaml", "threshold: 3\n")
+    wf = write(project / "wf.yaml", "name: w\ntasks:\n  a:\n    config_file: settings.yaml\n")
+    assert cli("run", str(wf), cwd=project).code == 1
+    assert only_task(cli, project)["error"] == "workflow task 'a': function: required field is missing"

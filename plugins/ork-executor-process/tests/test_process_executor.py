@@ -192,9 +192,17 @@ def test_bad_task_keys_are_validation_errors(project: Path) -> None:
     ]:
         with pytest.raises(WorkflowError, match=message):
             run(project, **task)
-    # no executor keys at all: ork validate cannot tell (they may come from config_file); the run says it
-    result = run(project)
-    assert result.status == "failed" and "exactly one of 'command'" in (result.error or "")
+    with pytest.raises(WorkflowError, match="exactly one of 'command'"):
+        run(project)  # no executor keys at all, and no config_file that could hold them
+    # keys split between config_file and the task: only the whole can be judged, when the task runs
+    (project / "cmd.yaml").write_text("command: [echo, '{\"n\": 1}']\n")
+    result = run(project, config_file="cmd.yaml", output="last_line_json")
+    assert result.ok and result.output == {"n": 1}, result.describe()
+    with pytest.raises(WorkflowError, match="outptu"):
+        run(project, config_file="cmd.yaml", outptu="file")
+    (project / "both.yaml").write_text("script: x.sh\n")
+    result = run(project, config_file="both.yaml", command=["ls"])
+    assert result.status == "failed" and "exactly one of 'command'" in (result.error or ""), result.describe()
 
 
 # -- the process tree -------------------------------------------------------------------------
