@@ -213,6 +213,12 @@ def _topo(deps: dict[str, list[str]]) -> tuple[list[str], list[list[str]], set[s
     return order, levels, set(deps) - set(order)
 
 
+def _declared_deps(raw: Any) -> list[str]:
+    """A task's ``depends_on`` as written, keeping only names (bad entries are reported elsewhere)."""
+    listed = raw.get("depends_on") if isinstance(raw, dict) else None
+    return [d for d in listed if isinstance(d, str)] if isinstance(listed, list) else []
+
+
 def load_workflow(path: Path, project: Project) -> CompiledWorkflow:
     """Load, validate and compile a workflow; raises WorkflowError listing every problem."""
     path = path.resolve() if path.exists() else path
@@ -230,7 +236,8 @@ def load_workflow(path: Path, project: Project) -> CompiledWorkflow:
         task = _compile_task(doc, path, project, model, name, raw, problems)
         if task is not None:
             tasks[name] = task
-    deps = {n: list(t.depends_on) for n, t in tasks.items()}
+    # Every task as written takes part, so a cycle through a task with other problems is reported too.
+    deps = {n: _declared_deps(raw) for n, raw in model.tasks.items()}
     order, levels, stuck = _topo(deps)
     if stuck and not any("depends_on" in p.path for p in problems):
         cycle = _find_cycle(deps, stuck)

@@ -103,6 +103,12 @@ def test_all_problems_are_reported_at_once(cli: Cli, project: Path) -> None:
     assert "tasks.a.retries" in err and "tasks.b.depends_on[0]" in err
 
 
+def test_a_cycle_through_a_task_with_other_problems_is_reported_too(cli: Cli, project: Path) -> None:
+    err = check(cli, project, "name: w\ntasks:\n  a:\n    executor: nope\n    depends_on: [b]\n  b:\n    file: tasks.py\n    function: f\n    depends_on: [a]\n")
+    assert "wf.yaml:4: tasks.a.executor: executor 'nope'" in err
+    assert "wf.yaml:5: tasks.a.depends_on: dependency cycle: a -> b -> a" in err
+
+
 def test_unknown_executor_lists_available_ones(cli: Cli, project: Path) -> None:
     err = check(cli, project, "name: w\ntasks:\n  a:\n    executor: pyton\n")
     assert "did you mean 'python'?" in err and "available: python" in err
