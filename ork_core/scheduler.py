@@ -38,6 +38,7 @@ from ork_core.storage.base import FINAL_TASK_STATUSES, LogLine, Metric, RunUpdat
 from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
 from ork_core.workers import DaemonPool, run_sync
 from ork_core.workflow import CompiledTask, CompiledWorkflow, required_params
+from ork_core.yamlfile import suggest
 
 FINAL = FINAL_TASK_STATUSES
 BAD = frozenset({"failed", "upstream_failed", "cancelled"})
@@ -139,8 +140,18 @@ def new_run_id() -> str:
 
 
 def coerce_params(workflow: CompiledWorkflow, given: Mapping[str, str]) -> dict[str, Any]:
-    """Workflow defaults overlaid with ``--param k=v``; a value takes its default's type."""
+    """Workflow defaults overlaid with ``--param k=v``; a value takes its default's type.
+
+    A workflow that declares ``params`` refuses others: a misspelled ``--param`` would
+    otherwise run the workflow on the default without a word.
+    """
     params = dict(workflow.params)
+    unknown = [key for key in given if workflow.params and key not in workflow.params]
+    if unknown:
+        raise OrkError(
+            f"{workflow.file}: --param {unknown[0]!r} is not a parameter of this workflow"
+            f"{suggest(unknown[0], workflow.params)}; declared: {', '.join(workflow.params)}"
+        )
     for key, raw in given.items():
         default = workflow.params.get(key)
         value: Any = raw

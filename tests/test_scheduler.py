@@ -13,6 +13,7 @@ from orkhelpers import Cli, write
 from ork import hookimpl
 from ork_core.plugins import build_plugin_manager
 from ork_core.project import Project
+from ork_core.errors import OrkError
 from ork_core.scheduler import RunResult, Scheduler, coerce_params, create_run, execute
 from ork_core.storage import open_storage
 from ork_core.storage.base import RunRecord
@@ -284,6 +285,19 @@ def test_missing_run_parameter_is_an_input_error(folder: Path) -> None:
     write(folder / "tasks.py", TASKS)
     with pytest.raises(Exception, match="run parameter.*n.*required"):
         run_workflow(folder, "name: w\ntasks:\n  a: {file: tasks.py, function: extract, inputs: {n: {param: n}}}\n")
+
+
+def test_run_parameters_take_their_default_types_and_only_declared_names(folder: Path) -> None:
+    text = "name: w\nparams: {day: '2026-01-01', n: 2}\ntasks:\n  a: {file: tasks.py, function: extract, inputs: {n: {param: n}}}\n"
+    result, run, _, _ = run_workflow(folder, text, params={"n": "3", "day": "2026-02-01"})
+    assert result.status == "success" and run.params == {"day": "2026-02-01", "n": 3}
+    with pytest.raises(OrkError, match="--param n='three': expected an integer"):
+        run_workflow(folder, text, params={"n": "three"})
+    with pytest.raises(OrkError, match="--param 'dya' is not a parameter of this workflow \\(did you mean 'day'\\?\\); declared: day, n"):
+        run_workflow(folder, text, params={"dya": "2026-02-01"})
+    # a workflow that declares no params takes any (tasks read them from ctx.params)
+    result, run, _, _ = run_workflow(folder, "name: w\ntasks:\n  a: {file: tasks.py, function: extract, inputs: {n: {const: 1}}}\n", params={"anything": "x"})
+    assert result.status == "success" and run.params == {"anything": "x"}
 
 
 def test_per_executor_concurrency_limit(folder: Path) -> None:
