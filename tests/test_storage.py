@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,45 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
     storage = SQLiteStorage(url)
     assert storage.list_runs() == []
     storage.close()
+
+
+OPEN_WHEN_TOLD = """
+import os, sys, time
+go = sys.argv[1]
+while not os.path.exists(go):
+    time.sleep(0.001)
+from ork_core.storage.sqlite import SQLiteStorage
+storage = SQLiteStorage(sys.argv[2])
+storage.list_runs()
+storage.close()
+"""
+
+
+@pytest.mark.parametrize("round_", range(4))
+def test_concurrent_first_use_of_a_new_database(tmp_path: Path, round_: int) -> None:
+    """Several processes opening one fresh file at the same moment all migrate it, once."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "fresh" / "ork.db"
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_WHEN_TOLD, str(go), f"sqlite:///{db}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(6)
+    ]
+    try:
+        time.sleep(1.0)  # let every interpreter reach the gate (imports are done after it)
+        go.touch()
+        results = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [code for code, _ in results] == [0] * len(procs), [err for code, err in results if code]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name='runs'").fetchone()[0] == 1

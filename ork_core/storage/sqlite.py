@@ -112,24 +112,41 @@ class SQLiteStorage(Storage):
             raise StorageError(f"{self.path} is not an ork state database: {exc}") from None
 
     def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StorageError(
-                f"{self.path} has schema version {version}, newer than this ork understands ({SCHEMA_VERSION}); "
-                "upgrade ork-core"
-            )
-        for index in range(version, SCHEMA_VERSION):
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
+        """Bring the schema up to date in one exclusive transaction.
+
+        Several processes may open a new file at the same moment (six `ork run` started by
+        a script): each takes the write lock with BEGIN IMMEDIATE, which waits out the
+        others through the busy timeout, and re-reads ``user_version`` inside it, so only
+        the first creates the tables and the rest find them made.
+        """
+        if self._user_version() == SCHEMA_VERSION:
+            return  # the usual case: no write lock for a database that is already current
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._user_version()  # another process may have migrated meanwhile
+                for index in range(version, SCHEMA_VERSION):
                     for statement in _MIGRATIONS[index].split(";"):
                         if statement.strip():
                             self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version={index + 1}")
-                    self._db.execute("COMMIT")
-                except BaseException:
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                    raise
+                raise
+
+    def _user_version(self) -> int:
+        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            self._refuse_newer(version)
+        return version
+
+    def _refuse_newer(self, version: int) -> None:
+        raise StorageError(
+            f"{self.path} has schema version {version}, newer than this ork understands ({SCHEMA_VERSION}); "
+            "upgrade ork-core"
+        )
 
     # -- writing -------------------------------------------------------------------------
 
