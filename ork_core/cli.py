@@ -329,7 +329,7 @@ def run(env: Env, workflow: Path, params: tuple[str, ...], concurrency: int | No
         compiled = load_workflow(workflow, project)
         run_params = coerce_params(compiled, _parse_params(params))
         storage = env.storage(project)
-        run_id = create_run(storage, compiled, run_params)
+        run_id = create_run(storage, compiled, run_params, claim=True)
     click.echo(f"run {run_id}")
     reporter = _reporter(quiet)
     scheduler = Scheduler(

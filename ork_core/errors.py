@@ -14,6 +14,7 @@ The hierarchy::
     ├── ExecutorImportError (ImportError)     the executor exists but its module cannot import
     ├── StorageError                 the state database cannot be opened or is too new
     ├── RunNotFoundError (LookupError)
+    ├── RunClaimedError              another live process executes the run
     └── TaskError                    raised inside a task; fails that task with this message
         ├── TaskTimeoutError (TimeoutError)
         └── TaskSkipped              raise to mark the task skipped instead of failed
@@ -124,6 +125,19 @@ class RunNotFoundError(OrkError, LookupError):
     """Raised when a run id does not exist in the state database."""
 
 
+class RunClaimedError(OrkError):
+    """Raised when a run is executed by another process that is alive, or that claimed it first.
+
+    `owner` is the other process's owner token (``host/pid/started``; see `ork_core.ownership`),
+    or None when it had already released the run again.
+    """
+
+    def __init__(self, message: str, *, run_id: str, owner: str | None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.owner = owner
+
+
 class TaskError(OrkError):
     """Raise inside a task to fail it with exactly this message (no traceback is stored)."""
 
@@ -146,6 +160,7 @@ __all__ = [
     "PluginLoadError",
     "Problem",
     "ProjectError",
+    "RunClaimedError",
     "RunNotFoundError",
     "StorageError",
     "TaskError",

@@ -29,8 +29,9 @@ from pydantic import BaseModel, ValidationError
 
 from ork_core.context import Context, Metrics, TaskLogger, make_idempotency_key
 from ork_core.deferred import Deferred, JobState
-from ork_core.errors import OrkError, StorageError, TaskError, TaskSkipped
+from ork_core.errors import OrkError, RunClaimedError, StorageError, TaskError, TaskSkipped
 from ork_core.executors import ExecutorManager
+from ork_core.ownership import Owner
 from ork_core.plugins import Plugins
 from ork_core.proctree import RUN_MARKER, end_group, group_members, marked_processes
 from ork_core.project import Project
@@ -244,6 +245,8 @@ class Scheduler:
         self._pending_task_update: dict[str, TaskUpdate] = {}
         self._groups: dict[str, tuple[int, int]] = {}
         self._group_flush: asyncio.TimerHandle | None = None
+        self.owner = Owner.current().token
+        """This process's claim on the run (`Storage.claim_run`), held while `run` executes it."""
 
     # -- state changes (buffered, committed by _commit) ----------------------------------
 
@@ -681,6 +684,22 @@ class Scheduler:
         return "success"
 
     async def run(self, *, resumed: bool = False) -> RunResult:
+        """Execute the run to a final status, holding its claim for exactly that long.
+
+        The claim is taken here unless `ork run`/`resume_scheduler` took it already, and
+        released however this ends (success, failure, an error, a stop), so that only a
+        process killed outright leaves a run owned, by a dead owner that resume can take.
+        """
+        found = self.storage.claim_run(self.run_id, self.owner, expected=None)
+        if found != self.owner:
+            raise _claimed(self.run_id, found, first=False)
+        try:
+            return await self._run(resumed=resumed)
+        finally:
+            with contextlib.suppress(OrkError):  # never hide how the run ended; a dead owner is claimable
+                self.storage.release_run(self.run_id, self.owner)
+
+    async def _run(self, *, resumed: bool) -> RunResult:
         self._loop = asyncio.get_running_loop()
         self._events = asyncio.Queue()
         self._cancel_deferred: list[TaskState] = []
@@ -836,13 +855,16 @@ def _install_signal_handlers(loop: asyncio.AbstractEventLoop, scheduler: Schedul
 
 
 def create_run(
-    storage: Storage, workflow: CompiledWorkflow, params: dict[str, Any], run_id: str | None = None
+    storage: Storage, workflow: CompiledWorkflow, params: dict[str, Any], run_id: str | None = None,
+    *, claim: bool = False,
 ) -> str:
+    """Store a new run; `claim` makes this process its owner from the first moment (`ork run`)."""
     run_id = run_id or new_run_id()
     storage.save_workflow(workflow.hash, workflow.name, workflow.file, workflow.source, workflow.to_json())
     storage.create_run(
         run_id, workflow.hash, workflow.name, workflow.file, params,
         [(n, t.executor) for n, t in workflow.tasks.items()], time.time(),
+        owner=Owner.current().token if claim else None,
     )
     return run_id
 
@@ -870,11 +892,14 @@ def resume_scheduler(
     record = storage.get_run(run_id)
     if record.status in ("success", "failed", "cancelled"):
         raise OrkError(f"run {run_id} already finished ({record.status}); nothing to resume")
-    if record.pid and record.pid != os.getpid() and not force and _alive(record.pid):
-        raise OrkError(
-            f"run {run_id} is still being executed by process {record.pid}; stop it first, or pass --force "
-            "if that process is not ork"
-        )
+    # Claimed before anything else: the run is read again, and leftovers are ended, only by
+    # the winner. Should this fail later on, the claim stays with this process: it can
+    # resume again, and once it exits the dead owner is claimable.
+    owner = _claim_for_resume(storage, record, force=force)
+    record = storage.get_run(run_id)  # as left by whoever held it before the claim
+    if record.status in ("success", "failed", "cancelled"):
+        storage.release_run(run_id, owner)
+        raise OrkError(f"run {run_id} already finished ({record.status}); nothing to resume")
     data, source = storage.load_workflow(record.workflow_hash)
     workflow = CompiledWorkflow.from_json(data, record.workflow_hash, source)
     scheduler = Scheduler(
@@ -885,18 +910,34 @@ def resume_scheduler(
     return scheduler
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
+def _claim_for_resume(storage: Storage, record: Any, *, force: bool) -> str:
+    """Claim the run for this process before anything else happens to it, or refuse.
+
+    A run nobody holds, or held by a dead process, is taken by a compare-and-set from the
+    owner just read: of several resumes racing for it, exactly one wins. `force` takes it
+    from an owner that seems alive too.
+    """
+    me = Owner.current().token
+    current = record.owner
+    if current is not None and current != me and not force and Owner.parse(current).alive():
+        raise _claimed(record.id, current, first=True)
+    found = storage.claim_run(record.id, me, expected=current)
+    if found != me:
+        raise _claimed(record.id, found, first=False)
+    return me
+
+
+def _claimed(run_id: str, owner: str | None, *, first: bool) -> RunClaimedError:
+    if owner is None:
+        message = f"run {run_id} was taken and released by another process while this one was starting; try again"
+    elif first:
+        message = (
+            f"run {run_id} is still being executed by {Owner.parse(owner).describe()}; stop it first, "
+            "or pass --force if that process is not ork"
+        )
+    else:
+        message = f"run {run_id} is being executed by {Owner.parse(owner).describe()}, which claimed it first"
+    return RunClaimedError(message, run_id=run_id, owner=owner)
 
 
 __all__ = ["Reporter", "RunResult", "Scheduler", "StorageError", "coerce_params", "create_run", "execute", "resume_scheduler"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -168,5 +169,92 @@ def test_ctrl_c_cancels_the_run_and_records_it(chain: Path) -> None:
     assert time.monotonic() - start < 10
     assert statuses(db) == {"slow": "cancelled", "after": "cancelled"}
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT status FROM runs").fetchone() == ("cancelled",)
+        assert conn.execute("SELECT status, owner FROM runs").fetchone() == ("cancelled", None)
     assert "cancelled" in out
+
+
+STUBBORN = '''
+import os, signal, time
+
+def step(log: str) -> int:
+    """Appends its pid; the first execution ignores SIGTERM and sleeps, so ending it takes the grace."""
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, f"{os.getpid()}\\n".encode())
+    os.close(fd)
+    with open(log) as fh:
+        executions = len(fh.read().split())
+    if executions == 1:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(120)
+    return executions
+'''
+
+
+def test_two_resumes_at_once_execute_the_run_once(project: Path) -> None:
+    """Two `ork resume` of a run left by kill -9: one claims it and executes it, the other refuses.
+
+    The leftover task ignores SIGTERM, so the winner spends seconds ending it before it starts
+    anything: without an atomic claim both resumes pass the liveness check and both execute.
+    """
+    log = project / "executions.log"
+    write(project / "tasks.py", STUBBORN)
+    write(project / "wf.yaml", f"""
+        name: stubborn
+        tasks:
+          a: {{file: tasks.py, function: step, isolation: process, inputs: {{log: "{log}"}}}}
+        """)
+    db = project / ".ork" / "ork.db"
+    procs = [ork_subprocess(["run", "wf.yaml"], cwd=project)]
+    try:
+        wait_for(lambda: log.exists() and len(log.read_text().split()) == 1 and statuses(db).get("a") == "running")
+        kill(procs[0])
+        with sqlite3.connect(db) as conn:
+            (run_id,) = conn.execute("SELECT id FROM runs").fetchone()
+        procs += [ork_subprocess(["resume", run_id], cwd=project) for _ in range(2)]
+        results = [(p.pid, p.wait(timeout=90), p.communicate()[1]) for p in procs[1:]]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for pid in (log.read_text().split() if log.exists() else []):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    codes = sorted(code for _, code, _ in results)
+    assert codes == [0, 2], results
+    (winner,) = [pid for pid, code, _ in results if code == 0]
+    (loser_err,) = [err for _, code, err in results if code == 2]
+    assert f"run {run_id}" in loser_err and f"process {winner} on host" in loser_err, loser_err
+    assert "Traceback" not in loser_err and loser_err.count("error:") == 1
+    assert len(log.read_text().split()) == 2  # the first attempt, then the winner's
+    assert statuses(db) == {"a": "success"}
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT status, owner FROM runs").fetchone() == ("success", None)
+
+
+def test_a_reused_pid_is_not_a_live_owner(chain: Path) -> None:
+    """The owner names the process's start time too: a live process with the owner's pid is another one."""
+    import socket
+
+    from ork_core.ownership import Owner
+
+    me = Owner.current()
+    assert me.alive() and Owner.parse(me.token) == me
+    assert not Owner(me.host, me.pid, "someboot:1").alive()
+    assert Owner("another-host.example", 1, "").alive()  # cannot be seen from here: assumed alive
+    assert Owner("", me.pid, "").alive()  # an older ork's run: the pid alone decides
+
+    log = chain / "l"
+    write(chain / "wf.yaml", f"name: w\ntasks:\n  a: {{file: tasks.py, function: step, inputs: {{name: a, log: '{log}', seconds: 30}}}}\n")
+    proc = ork_subprocess(["run", "wf.yaml"], cwd=chain)
+    db = chain / ".ork" / "ork.db"
+    wait_for(lambda: statuses(db).get("a") == "running")
+    kill(proc)
+    # the pid of the dead owner now belongs to a live process (this one), started at another time
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET owner=?", (f"{socket.gethostname()}/{os.getpid()}/someboot:1",))
+    write(chain / "tasks.py", TASKS.replace("time.sleep(seconds)", "time.sleep(0)"))
+    resumed = ork_subprocess(["resume"], cwd=chain)
+    _, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, err
+    assert statuses(db) == {"a": "success"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orkhelpers import Cli, write
-from ork_core.errors import StorageError
+from ork_core.errors import RunNotFoundError, StorageError
 from ork_core.storage.sqlite import SCHEMA_VERSION, SQLiteStorage
 
 WF = "name: w\ntasks:\n  a: {file: tasks.py, function: f}\n"
@@ -113,3 +113,55 @@ def test_concurrent_first_use_of_a_new_database(tmp_path: Path, round_: int) -> 
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name='runs'").fetchone()[0] == 1
+
+
+def _stored_run(storage: SQLiteStorage, run_id: str = "r1", owner: str | None = None) -> None:
+    storage.save_workflow("h", "w", "wf.yaml", WF, {})
+    storage.create_run(run_id, "h", "w", "wf.yaml", {}, [("a", "python")], 0.0, owner=owner)
+
+
+def test_claim_run_is_a_compare_and_set_of_the_owner(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ork.db'}"
+    one, two = SQLiteStorage(url), SQLiteStorage(url)
+    try:
+        _stored_run(one, owner="h/1/b:1")
+        assert one.get_run("r1").owner == "h/1/b:1"
+        # two claimants that both read the dead owner h/1/b:1: one wins, the other sees the winner
+        assert two.claim_run("r1", "h/2/b:2", expected="h/1/b:1") == "h/2/b:2"
+        assert one.claim_run("r1", "h/3/b:3", expected="h/1/b:1") == "h/2/b:2"
+        assert two.claim_run("r1", "h/2/b:2", expected=None) == "h/2/b:2"  # already ours
+        one.release_run("r1", "h/3/b:3")  # not the owner: nothing happens
+        assert one.get_run("r1").owner == "h/2/b:2"
+        two.release_run("r1", "h/2/b:2")
+        assert one.get_run("r1").owner is None
+        assert one.claim_run("r1", "h/3/b:3", expected=None) == "h/3/b:3"
+        with pytest.raises(RunNotFoundError):
+            one.claim_run("nope", "h/3/b:3", expected=None)
+    finally:
+        one.close()
+        two.close()
+
+
+def test_an_unfinished_run_of_an_older_ork_is_owned_by_its_pid(tmp_path: Path) -> None:
+    """Migration 2 adds the owner; a run that was executing keeps the pid check it had."""
+    from ork_core.storage.sqlite import _MIGRATIONS
+
+    db = tmp_path / "ork.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(_MIGRATIONS[0])
+        conn.execute("PRAGMA user_version=1")
+        conn.execute("INSERT INTO workflows(hash, name, file, source, compiled) VALUES ('h','w','f','s','{}')")
+        for run_id, status in (("live", "running"), ("done", "success")):
+            conn.execute(
+                "INSERT INTO runs(id, workflow_hash, workflow_name, workflow_file, params, status, created_at, pid)"
+                " VALUES (?, 'h', 'w', 'f', '{}', ?, 0, 4242)",
+                (run_id, status),
+            )
+    storage = SQLiteStorage(f"sqlite:///{db}")
+    try:
+        assert storage.get_run("live").owner == "/4242/"
+        assert storage.get_run("done").owner is None
+    finally:
+        storage.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -4,6 +4,11 @@ The scheduler never issues SQL: it hands a batch of `TaskUpdate`/`RunUpdate` rec
 log lines and metrics gathered since the last batch) to `Storage.write`, which must apply
 them in one transaction. That is what makes "committed before acted on" cheap: one commit
 per scheduler step, not one per field.
+
+A run is executed by one process at a time: its `owner` (an opaque token, see
+`ork_core.ownership`) is set by a compare-and-set, `claim_run`, which every backend must make
+atomic against other processes and other machines sharing the database (a conditional
+UPDATE in SQL), and cleared by `release_run`.
 """
 
 from __future__ import annotations
@@ -128,6 +133,8 @@ class RunRecord:
     finished_at: float | None
     pid: int | None
     error: str | None
+    owner: str | None = None
+    """The token of the process executing the run, None when no process holds it."""
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
 
     @property
@@ -170,9 +177,26 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def create_run(
         self, run_id: str, workflow_hash: str, workflow_name: str, workflow_file: str, params: dict[str, Any],
-        tasks: Sequence[tuple[str, str]], now: float,
+        tasks: Sequence[tuple[str, str]], now: float, owner: str | None = None,
     ) -> None:
-        """Create a run and its tasks (name, executor), all ``pending``, in one transaction."""
+        """Create a run and its tasks (name, executor), all ``pending``, in one transaction.
+
+        `owner` claims the new run in the same transaction, so no other process can take it
+        between its creation and its first step.
+        """
+
+    @abc.abstractmethod
+    def claim_run(self, run_id: str, owner: str, *, expected: str | None) -> str | None:
+        """Atomically set the run's owner to `owner` if it is now `expected` (None: no owner) or `owner`.
+
+        Returns the run's owner afterwards: `owner` when the claim won, otherwise the owner
+        that holds it (None if it was released after `expected` was read). Raises
+        RunNotFoundError if the run does not exist.
+        """
+
+    @abc.abstractmethod
+    def release_run(self, run_id: str, owner: str) -> None:
+        """Clear the run's owner if it is `owner`; a no-op if another process holds it."""
 
     @abc.abstractmethod
     def write(

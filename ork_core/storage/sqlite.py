@@ -71,6 +71,13 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX metrics_run ON metrics(run_id);
     """,
+    # 2: the run's owner (see ork_core.ownership). A run left unfinished by an older ork is
+    # owned by its recorded pid on an unknown host, which is what that ork checked.
+    """
+    ALTER TABLE runs ADD COLUMN owner TEXT;
+    UPDATE runs SET owner = '/' || pid || '/'
+        WHERE pid IS NOT NULL AND status NOT IN ('success', 'failed', 'cancelled');
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -159,15 +166,16 @@ class SQLiteStorage(Storage):
 
     def create_run(
         self, run_id: str, workflow_hash: str, workflow_name: str, workflow_file: str, params: dict[str, Any],
-        tasks: Sequence[tuple[str, str]], now: float,
+        tasks: Sequence[tuple[str, str]], now: float, owner: str | None = None,
     ) -> None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
-                    "INSERT INTO runs(id, workflow_hash, workflow_name, workflow_file, params, status, created_at, pid)"
-                    " VALUES (?,?,?,?,?,?,?,?)",
-                    (run_id, workflow_hash, workflow_name, workflow_file, json.dumps(params), "pending", now, os.getpid()),
+                    "INSERT INTO runs(id, workflow_hash, workflow_name, workflow_file, params, status, created_at, pid,"
+                    " owner) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (run_id, workflow_hash, workflow_name, workflow_file, json.dumps(params), "pending", now, os.getpid(),
+                     owner),
                 )
                 self._db.executemany(
                     "INSERT INTO tasks(run_id, name, executor, status) VALUES (?,?,?,'pending')",
@@ -177,6 +185,24 @@ class SQLiteStorage(Storage):
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def claim_run(self, run_id: str, owner: str, *, expected: str | None) -> str | None:
+        # One UPDATE is one transaction under SQLite's write lock: the compare-and-set.
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE runs SET owner=? WHERE id=? AND (owner IS ? OR owner=?)", (owner, run_id, expected, owner)
+            )
+            if cursor.rowcount:
+                return owner
+            row = self._db.execute("SELECT owner FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.path}")
+        found: str | None = row[0]
+        return found
+
+    def release_run(self, run_id: str, owner: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE runs SET owner=NULL WHERE id=? AND owner=?", (run_id, owner))
 
     def write(
         self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = ()
@@ -269,9 +295,13 @@ class SQLiteStorage(Storage):
         return RunRecord(
             id=row[0], workflow_hash=row[1], workflow_name=row[2], workflow_file=row[3], params=json.loads(row[4]),
             status=row[5], created_at=row[6], started_at=row[7], finished_at=row[8], pid=row[9], error=row[10],
+            owner=row[11],
         )
 
-    _RUN_COLS = "id, workflow_hash, workflow_name, workflow_file, params, status, created_at, started_at, finished_at, pid, error"
+    _RUN_COLS = (
+        "id, workflow_hash, workflow_name, workflow_file, params, status, created_at, started_at, finished_at, pid, error,"
+        " owner"
+    )
     _TASK_COLS = (
         "run_id, name, executor, status, attempt, try_number, started_at, finished_at, output, error, idempotency_key,"
         " tracker, handle, link, external_id, deferred_at, last_poll_at, last_poll_error, poll_failures, pgid"
