@@ -13,6 +13,7 @@ The hierarchy::
     ├── UnknownExecutorError (LookupError)    a name that no registration or ork.yaml entry has
     ├── ExecutorImportError (ImportError)     the executor exists but its module cannot import
     ├── StorageError                 the state database cannot be opened or is too new
+    │   └── StorageWriteError        a write failed (disk full, I/O error): nothing of it was kept
     ├── RunNotFoundError (LookupError)
     ├── RunClaimedError              another live process executes the run
     └── TaskError                    raised inside a task; fails that task with this message
@@ -121,6 +122,31 @@ class StorageError(OrkError):
     """Raised when the state database cannot be opened, or was written by a newer ork."""
 
 
+class StorageWriteError(StorageError):
+    """Raised when the state database refuses a write (a full disk, an I/O error).
+
+    The transaction is rolled back, so storage still holds what was committed before it:
+    a run that was executing is left resumable. `path` is the database, `reason` the real
+    error (``disk full`` for SQLITE_FULL), `code` the backend's error name when it has one.
+    `run_id` is set by the scheduler when the run is left unfinished by this error.
+    """
+
+    def __init__(self, path: str, reason: str, *, code: str | None = None) -> None:
+        super().__init__(f"cannot write to the state database {path}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.code = code
+        self.run_id: str | None = None
+
+    def __str__(self) -> str:
+        if self.run_id is None:
+            return super().__str__()
+        return (
+            f"{super().__str__()}; run {self.run_id} is left as it was last written: once the database "
+            f"can be written again, `ork resume {self.run_id}` continues it"
+        )
+
+
 class RunNotFoundError(OrkError, LookupError):
     """Raised when a run id does not exist in the state database."""
 
@@ -163,6 +189,7 @@ __all__ = [
     "RunClaimedError",
     "RunNotFoundError",
     "StorageError",
+    "StorageWriteError",
     "TaskError",
     "TaskSkipped",
     "TaskTimeoutError",

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from ork_core.context import Context, Metrics, TaskLogger, make_idempotency_key
 from ork_core.deferred import Deferred, JobState
-from ork_core.errors import OrkError, RunClaimedError, StorageError, TaskError, TaskSkipped
+from ork_core.errors import OrkError, RunClaimedError, StorageError, StorageWriteError, TaskError, TaskSkipped
 from ork_core.executors import ExecutorManager
 from ork_core.ownership import Owner
 from ork_core.plugins import Plugins
@@ -71,21 +71,37 @@ class NullReporter:
 
 
 class StorageSink:
-    """Buffers task log lines and metrics; they are written with the next state batch."""
+    """Buffers task log lines and metrics; they are written with the next state batch.
 
-    def __init__(self, storage: Storage, limit: int = 2000) -> None:
+    A task's logging flushes a full buffer from the task's own thread. If storage refuses
+    that write (a full disk), the error is ork's, not the task's: the lines stay buffered,
+    the task goes on, and `on_write_error` tells the loop, whose next commit retries the
+    write and stops the run, resumably, if it fails again.
+    """
+
+    def __init__(self, storage: Storage, limit: int = 2000, on_write_error: Callable[[], None] | None = None) -> None:
         self._storage = storage
         self._lock = threading.Lock()
         self._logs: list[LogLine] = []
         self._metrics: list[Metric] = []
         self._limit = limit
+        self._failed = False
+        self._on_write_error = on_write_error
 
     def log(self, run_id: str, task: str, attempt: int, ts: float, level: str, stream: str, line: str) -> None:
         with self._lock:
             self._logs.append(LogLine(run_id, task, attempt, ts, level, stream, line))
-            full = len(self._logs) >= self._limit
+            full = len(self._logs) >= self._limit and not self._failed
         if full:
-            self.flush()
+            logs, metrics = self.take()
+            try:
+                self._storage.write((), logs, metrics)
+            except StorageError:
+                with self._lock:  # kept for the loop's next commit, ahead of lines logged since
+                    self._logs[:0], self._metrics[:0] = logs, metrics
+                    self._failed = True  # no retry per logged line: the loop's commit retries
+                if self._on_write_error is not None:
+                    self._on_write_error()
 
     def metric(
         self, run_id: str, task: str, attempt: int, ts: float, name: str, value: float, labels: Mapping[str, str]
@@ -97,6 +113,7 @@ class StorageSink:
         with self._lock:
             logs, metrics = self._logs, self._metrics
             self._logs, self._metrics = [], []
+            self._failed = False
         return logs, metrics
 
     def flush(self) -> None:
@@ -223,7 +240,7 @@ class Scheduler:
         self.limit = max_concurrency or workflow.max_concurrency or project.settings.max_concurrency
         self.kill_grace = kill_grace
         self._poll_interval = poll_interval
-        self.sink = StorageSink(storage)
+        self.sink = StorageSink(storage, on_write_error=self._sink_write_failed)
         self.executors = ExecutorManager(project.resolve, self.hooks)
         self.tasks: dict[str, TaskState] = {n: TaskState(t) for n, t in workflow.tasks.items()}
         self.outputs: dict[str, Any] = {}
@@ -287,6 +304,11 @@ class Scheduler:
                     previous=previous,
                     error=error,
                 )
+
+    def _sink_write_failed(self) -> None:
+        """From any thread: wake the loop, whose next commit writes the buffered lines or stops the run."""
+        with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing is left to stop
+            self._loop.call_soon_threadsafe(self._post, "flush", None)
 
     # -- readiness -------------------------------------------------------------------------
 
@@ -409,6 +431,7 @@ class Scheduler:
             self._cancel_all()
         elif kind == "groups":
             self._commit_groups()
+        # "flush": nothing to do here; the loop's next commit writes what the sink holds
 
     def _apply_outcome(self, st: TaskState, outcome: Outcome) -> None:
         if outcome.status == "success":
@@ -695,6 +718,9 @@ class Scheduler:
             raise _claimed(self.run_id, found, first=False)
         try:
             return await self._run(resumed=resumed)
+        except StorageWriteError as exc:
+            exc.run_id = self.run_id  # nothing after the failed write was acted on: resumable
+            raise
         finally:
             with contextlib.suppress(OrkError):  # never hide how the run ended; a dead owner is claimable
                 self.storage.release_run(self.run_id, self.owner)

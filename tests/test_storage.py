@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from orkhelpers import Cli, write
+from orkhelpers import Cli, ork_subprocess, write
 from ork_core.errors import RunNotFoundError, StorageError
 from ork_core.storage.sqlite import SCHEMA_VERSION, SQLiteStorage
 
@@ -88,7 +91,6 @@ storage.close()
 @pytest.mark.parametrize("round_", range(4))
 def test_concurrent_first_use_of_a_new_database(tmp_path: Path, round_: int) -> None:
     """Several processes opening one fresh file at the same moment all migrate it, once."""
-    import subprocess
     import sys
 
     db = tmp_path / "fresh" / "ork.db"
@@ -165,3 +167,122 @@ def test_an_unfinished_run_of_an_older_ork_is_owned_by_its_pid(tmp_path: Path) -
         storage.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_full_database_keeps_the_real_error_and_stays_usable(tmp_path: Path) -> None:
+    """SQLITE_FULL (here from max_page_count) is reported as a full disk, with the path; nothing half-written."""
+    from ork_core.errors import StorageWriteError
+    from ork_core.storage.base import LogLine, RunUpdate
+
+    db = tmp_path / "ork.db"
+    storage = SQLiteStorage(f"sqlite:///{db}")
+    try:
+        _stored_run(storage)
+        pages = storage._db.execute("PRAGMA page_count").fetchone()[0]
+        storage._db.execute(f"PRAGMA max_page_count={pages + 2}")
+        lines = [LogLine("r1", "a", 1, 0.0, "INFO", "log", "x" * 500) for _ in range(200)]
+        with pytest.raises(StorageWriteError) as caught:
+            storage.write([RunUpdate("r1", {"status": "running"})], lines)
+        error = caught.value
+        assert error.code == "SQLITE_FULL" and error.path == str(db)
+        assert str(error).startswith(f"cannot write to the state database {db}: disk full")
+        assert "rollback" not in str(error)
+        assert not storage._db.in_transaction
+        assert storage.get_run("r1").status == "pending" and storage.logs("r1") == []  # all or nothing
+        with pytest.raises(StorageWriteError, match="disk full"):
+            storage.create_run("r2", "h", "w", "wf.yaml", {}, [(f"t{i}" * 20, "python") for i in range(1000)], 0.0)
+        storage._db.execute("PRAGMA max_page_count=1000000")  # space again: the same batch goes in
+        storage.write([RunUpdate("r1", {"status": "running"})], lines)
+        assert storage.get_run("r1").status == "running" and len(storage.logs("r1")) == 200
+    finally:
+        storage.close()
+
+
+NOISY = '''
+import os
+from ork import Context
+
+def noisy(ctx: Context, marker: str) -> int:
+    """Logs 6 MB the first time (more than the disk holds), ten lines after that."""
+    first = not os.path.exists(marker)
+    open(marker, "a").close()
+    for i in range(20000 if first else 10):
+        ctx.log.info("line %d %s", i, "x" * 300)
+    return 1
+'''
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, mounted for the test and unmounted after it."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    except FileNotFoundError:
+        pytest.skip("no mount command here; test_a_full_database_keeps_the_real_error_and_stays_usable covers SQLITE_FULL")
+    if mounted.returncode != 0:
+        pytest.skip(
+            f"cannot mount a tmpfs here ({mounted.stderr.strip()}); "
+            "test_a_full_database_keeps_the_real_error_and_stays_usable covers SQLITE_FULL"
+        )
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _ork(args: list[str], cwd: Path) -> tuple[int, str, str]:
+    proc = ork_subprocess(args, cwd=cwd)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out, err
+
+
+def _one_message(err: str, db: Path) -> None:
+    assert err.count("error:") == 1 and "Traceback" not in err and "rollback" not in err, err
+    assert f"cannot write to the state database {db}: disk full" in err, err
+
+
+def test_a_full_disk_stops_the_run_resumably_and_resume_finishes_it(project: Path, small_disk: Path) -> None:
+    """Log lines flushed from the task's thread, then create_run, on a real full disk; then space, and resume."""
+    write(project / "tasks.py", NOISY)
+    write(project / "wf.yaml", f"""
+        name: noisy
+        tasks:
+          a: {{file: tasks.py, function: noisy, inputs: {{marker: "{project / 'a.marker'}"}}}}
+          b: {{file: tasks.py, function: noisy, depends_on: [a], inputs: {{marker: "{project / 'b.marker'}"}}}}
+        """)
+    db = small_disk / "ork.db"
+    code, out, err = _ork(["--db", f"sqlite:///{db}", "run", "wf.yaml"], project)
+    assert code == 2, (out, err)
+    _one_message(err, db)
+    run_id = out.split()[1]
+    assert f"ork resume {run_id}" in err
+    with sqlite3.connect(db) as conn:
+        # not failed: ork could not write, the task did nothing wrong; and the run is not final
+        assert conn.execute("SELECT name, status, error FROM tasks ORDER BY name").fetchall() == [
+            ("a", "running", None), ("b", "pending", None),
+        ]
+        assert conn.execute("SELECT id, status FROM runs").fetchall() == [(run_id, "running")]
+
+    # a new run whose workflow snapshot and parameters are larger than the whole disk cannot be created
+    (project / "big.yaml").write_text(
+        (project / "wf.yaml").read_text().replace("name: noisy", f"name: big\nparams: {{pad: {'p' * 1_200_000}}}")
+    )
+    code, out, err = _ork(["--db", f"sqlite:///{db}", "run", "big.yaml"], project)
+    assert code == 2, (out, err)
+    _one_message(err, db)
+    assert "run " not in out  # no run was created, so none was announced
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    code, out, err = _ork(["--db", f"sqlite:///{db}", "resume", run_id], project)
+    assert code == 0, (out, err)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT name, status FROM tasks ORDER BY name").fetchall() == [("a", "success"), ("b", "success")]
+        assert conn.execute("SELECT id, status, owner FROM runs").fetchall() == [(run_id, "success", None)]

@@ -8,17 +8,19 @@ WAL with ``synchronous=NORMAL`` survives the ork process being killed at any poi
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
+import shutil
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from ork_core.errors import RunNotFoundError, StorageError
+from ork_core.errors import RunNotFoundError, StorageError, StorageWriteError
 from ork_core.storage.base import (
     RUN_FIELDS,
     TASK_FIELDS,
@@ -91,6 +93,31 @@ def path_from_url(url: str) -> Path:
     return Path(unquote(url[len("sqlite:///"):]))
 
 
+def _cannot_write(exc: sqlite3.Error) -> bool:
+    """Whether the error is the disk or the file system refusing, not the database's content."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_BUSY"))
+
+
+def _write_error(path: Path, exc: sqlite3.Error) -> StorageWriteError:
+    """The error as a person needs it: a full disk says so, even when SQLite calls it an I/O error.
+
+    On a full disk SQLite reports SQLITE_FULL when a database page does not fit, but an I/O
+    error (SQLITE_IOERR_SHMSIZE, say) when it is the WAL index file that cannot grow.
+    """
+    name: str | None = getattr(exc, "sqlite_errorname", None)
+    full = name == "SQLITE_FULL" or (name or "").startswith("SQLITE_IOERR") and _free_bytes(path) < 64 * 1024
+    detail = f"{exc} ({name})" if name and name != "SQLITE_FULL" else str(exc)
+    return StorageWriteError(str(path), f"disk full ({detail})" if full else detail, code=name)
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path.parent).free
+    except OSError:
+        return 1 << 62  # cannot tell: do not claim the disk is full
+
+
 class SQLiteStorage(Storage):
     """State in one SQLite file; safe to share between threads of one process."""
 
@@ -116,6 +143,8 @@ class SQLiteStorage(Storage):
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
+            if _cannot_write(exc):  # a full disk is not a foreign file
+                raise _write_error(self.path, exc) from None
             raise StorageError(f"{self.path} is not an ork state database: {exc}") from None
 
     def _migrate(self) -> None:
@@ -140,7 +169,8 @@ class SQLiteStorage(Storage):
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):  # keep the error that made it fail
+                        self._db.execute("ROLLBACK")
                 raise
 
     def _user_version(self) -> int:
@@ -158,8 +188,8 @@ class SQLiteStorage(Storage):
     # -- writing -------------------------------------------------------------------------
 
     def save_workflow(self, hash_: str, name: str, file: str, source: str, compiled: dict[str, Any]) -> None:
-        with self._lock:
-            self._db.execute(
+        with self._writing() as db:
+            db.execute(
                 "INSERT OR IGNORE INTO workflows(hash, name, file, source, compiled) VALUES (?,?,?,?,?)",
                 (hash_, name, file, source, json.dumps(compiled)),
             )
@@ -168,65 +198,75 @@ class SQLiteStorage(Storage):
         self, run_id: str, workflow_hash: str, workflow_name: str, workflow_file: str, params: dict[str, Any],
         tasks: Sequence[tuple[str, str]], now: float, owner: str | None = None,
     ) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT INTO runs(id, workflow_hash, workflow_name, workflow_file, params, status, created_at, pid,"
-                    " owner) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (run_id, workflow_hash, workflow_name, workflow_file, json.dumps(params), "pending", now, os.getpid(),
-                     owner),
-                )
-                self._db.executemany(
-                    "INSERT INTO tasks(run_id, name, executor, status) VALUES (?,?,?,'pending')",
-                    [(run_id, name, executor) for name, executor in tasks],
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._writing() as db:
+            db.execute(
+                "INSERT INTO runs(id, workflow_hash, workflow_name, workflow_file, params, status, created_at, pid,"
+                " owner) VALUES (?,?,?,?,?,?,?,?,?)",
+                (run_id, workflow_hash, workflow_name, workflow_file, json.dumps(params), "pending", now, os.getpid(),
+                 owner),
+            )
+            db.executemany(
+                "INSERT INTO tasks(run_id, name, executor, status) VALUES (?,?,?,'pending')",
+                [(run_id, name, executor) for name, executor in tasks],
+            )
 
     def claim_run(self, run_id: str, owner: str, *, expected: str | None) -> str | None:
-        # One UPDATE is one transaction under SQLite's write lock: the compare-and-set.
-        with self._lock:
-            cursor = self._db.execute(
+        # The UPDATE runs under SQLite's write lock: the compare-and-set.
+        with self._writing() as db:
+            cursor = db.execute(
                 "UPDATE runs SET owner=? WHERE id=? AND (owner IS ? OR owner=?)", (owner, run_id, expected, owner)
             )
             if cursor.rowcount:
                 return owner
-            row = self._db.execute("SELECT owner FROM runs WHERE id=?", (run_id,)).fetchone()
+            row = db.execute("SELECT owner FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None:
             raise RunNotFoundError(f"no run {run_id!r} in {self.path}")
         found: str | None = row[0]
         return found
 
     def release_run(self, run_id: str, owner: str) -> None:
-        with self._lock:
-            self._db.execute("UPDATE runs SET owner=NULL WHERE id=? AND owner=?", (run_id, owner))
+        with self._writing() as db:
+            db.execute("UPDATE runs SET owner=NULL WHERE id=? AND owner=?", (run_id, owner))
 
     def write(
         self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = ()
     ) -> None:
         if not updates and not logs and not metrics:
             return
+        with self._writing() as db:
+            self._apply(updates)
+            if logs:
+                db.executemany(
+                    "INSERT INTO logs VALUES (?,?,?,?,?,?,?)",
+                    [(l.run_id, l.task, l.attempt, l.ts, l.level, l.stream, l.line) for l in logs],
+                )
+            if metrics:
+                db.executemany(
+                    "INSERT INTO metrics VALUES (?,?,?,?,?,?,?)",
+                    [(m.run_id, m.task, m.attempt, m.ts, m.name, m.value, json.dumps(m.labels)) for m in metrics],
+                )
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, and the real error when it fails.
+
+        SQLite rolls a transaction back by itself on some errors (SQLITE_FULL among them), and
+        a ROLLBACK then fails with "no transaction is active", which used to replace the
+        error that mattered. Roll back only what is still open, and raise the original as a
+        StorageWriteError naming this database.
+        """
         with self._lock:
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
             try:
-                self._apply(updates)
-                if logs:
-                    db.executemany(
-                        "INSERT INTO logs VALUES (?,?,?,?,?,?,?)",
-                        [(l.run_id, l.task, l.attempt, l.ts, l.level, l.stream, l.line) for l in logs],
-                    )
-                if metrics:
-                    db.executemany(
-                        "INSERT INTO metrics VALUES (?,?,?,?,?,?,?)",
-                        [(m.run_id, m.task, m.attempt, m.ts, m.name, m.value, json.dumps(m.labels)) for m in metrics],
-                    )
+                db.execute("BEGIN IMMEDIATE")
+                yield db
                 db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
+            except BaseException as exc:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise _write_error(self.path, exc) from exc
                 raise
 
     def _update_sql(self, table: str, keys: tuple[str, ...]) -> str:
