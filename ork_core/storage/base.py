@@ -8,7 +8,9 @@ per scheduler step, not one per field.
 A run is executed by one process at a time: its `owner` (an opaque token, see
 `ork_core.ownership`) is set by a compare-and-set, `claim_run`, which every backend must make
 atomic against other processes and other machines sharing the database (a conditional
-UPDATE in SQL), and cleared by `release_run`.
+UPDATE in SQL), and cleared by `release_run`. Every writing method raises
+`StorageWriteError` (with the database's location and the real error) when a write is
+refused, never the driver's own error.
 """
 
 from __future__ import annotations
@@ -202,7 +204,12 @@ class Storage(abc.ABC):
     def write(
         self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = ()
     ) -> None:
-        """Apply a batch in one transaction."""
+        """Apply a batch in one transaction.
+
+        May be called from worker threads. When the database refuses the write (a full disk,
+        an I/O error), roll back what is still open and raise StorageWriteError carrying the
+        real error: the scheduler then stops the run where it stands, resumable.
+        """
 
     @abc.abstractmethod
     def get_run(self, run_id: str) -> RunRecord:
