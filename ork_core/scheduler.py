@@ -961,6 +961,8 @@ def _claimed(run_id: str, owner: str | None, *, first: bool) -> RunClaimedError:
             f"run {run_id} is still being executed by {Owner.parse(owner).describe()}; stop it first, "
             "or pass --force if that process is not ork"
         )
+    elif not Owner.parse(owner).alive():  # Scheduler.run on a run whose process was killed
+        message = f"run {run_id} is held by {Owner.parse(owner).describe()}, which is gone; `ork resume {run_id}` takes it over"
     else:
         message = f"run {run_id} is being executed by {Owner.parse(owner).describe()}, which claimed it first"
     return RunClaimedError(message, run_id=run_id, owner=owner)

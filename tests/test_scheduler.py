@@ -433,3 +433,34 @@ def test_a_timeout_error_raised_by_the_task_is_an_ordinary_failure(folder: Path)
     assert result.status == "failed"
     assert run.tasks["no_timeout"].error == "TimeoutError: read timed out"
     assert run.tasks["with_timeout"].error == "TimeoutError: read timed out"
+
+
+def test_a_run_is_claimed_while_it_executes_and_released_however_it_ends(folder: Path) -> None:
+    from ork_core.errors import RunClaimedError
+    from ork_core.ownership import Owner
+
+    seen: list[str | None] = []
+
+    class WatchOwner:
+        @hookimpl
+        def ork_task_run(self, ctx: Any) -> None:
+            seen.append(storage_ref[0].get_run(ctx.run_id).owner)
+
+    storage_ref: list[Any] = []
+    result, run, _, storage = run_workflow(
+        folder, "name: w\ntasks:\n  a: {file: tasks.py, function: boom}\n", plugins=[WatchOwner()],
+        on_scheduler=lambda s: storage_ref.append(s.storage),
+    )
+    assert result.status == "failed"
+    assert seen == [Owner.current().token]  # held while the task ran
+    assert run.owner is None  # released after a failure too
+    storage.close()
+
+    # a run whose owner was killed is not executed by Scheduler.run; `ork resume` takes it over
+    dead = Owner(Owner.current().host, 2**22 + 12345, "gone:1").token
+    with pytest.raises(RunClaimedError, match="which is gone; `ork resume") as caught:
+        run_workflow(
+            folder, "name: w\ntasks:\n  a: {file: tasks.py, function: echo, inputs: {value: 1}}\n",
+            on_scheduler=lambda s: s.storage.claim_run(s.run_id, dead, expected=None),
+        )
+    assert caught.value.owner == dead
