@@ -186,6 +186,8 @@ def step(log: str) -> int:
     if executions == 1:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         time.sleep(120)
+    else:
+        time.sleep(3)  # the winner is still executing while the loser starts, however slow the machine
     return executions
 '''
 
