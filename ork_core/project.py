@@ -28,7 +28,7 @@ from ork_core.errors import (
 from ork_core.executors import ExecutorSpec, spec_of
 from ork_core.plugins import Plugins
 from ork_core.registry import import_target
-from ork_core.yamlfile import YamlDoc, load_yaml, suggest, validation_problems
+from ork_core.yamlfile import YamlDoc, load_yaml, read_text, suggest, validation_problems
 
 PROJECT_FILE = "ork.yaml"
 DEFAULT_MAX_CONCURRENCY = 16
@@ -100,10 +100,14 @@ class ResolvedExecutor:
 
 
 def find_project_dir(start: Path) -> Path | None:
-    """The nearest folder at or above `start` that holds an ork.yaml."""
+    """The nearest folder at or above `start` that holds an ork.yaml.
+
+    Any ork.yaml counts, not only a regular file: a FIFO or a folder of that name is then
+    reported as such, rather than silently skipped for one further up.
+    """
     start = start.resolve()
     for folder in (start, *start.parents):
-        if (folder / PROJECT_FILE).is_file():
+        if os.path.lexists(folder / PROJECT_FILE):
             return folder
     return None
 
@@ -128,9 +132,12 @@ class Project:
         if folder is None:
             return cls(dir=start.resolve(), plugins=plugins, env=env)
         path = folder / PROJECT_FILE
-        if not path.read_text(encoding="utf-8", errors="replace").strip():
+        text = read_text(path)
+        if isinstance(text, Problem):
+            raise ProjectError([text])
+        if not text.strip():
             return cls(dir=folder, plugins=plugins, file=path, env=env)
-        doc = load_yaml(path, what="a mapping with an 'executors' section")
+        doc = load_yaml(path, text=text, what="a mapping with an 'executors' section")
         if doc.problems and doc.data is None:
             raise ProjectError(doc.problems)
         if doc.data is None or (isinstance(doc.data, dict) and not doc.data):

@@ -259,7 +259,7 @@ def load_workflow(path: Path, project: Project) -> CompiledWorkflow:
         params=model.params,
         max_concurrency=model.max_concurrency,
         hash=digest,
-        source=path.read_text(encoding="utf-8") if path.exists() else "",
+        source=doc.text,
     )
 
 
