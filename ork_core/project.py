@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ork_core.errors import (
     DuplicateExecutorError,
@@ -32,26 +32,31 @@ from ork_core.yamlfile import YamlDoc, load_yaml, read_text, suggest, validation
 
 PROJECT_FILE = "ork.yaml"
 DEFAULT_MAX_CONCURRENCY = 16
+MAX_CONCURRENCY = 10_000
+EXECUTOR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-\.]*")
+"""An executor name in ork.yaml, matched whole (fullmatch, so "bq\n" is not a name)."""
+# strict: `max_concurrency: true` is not 1, "4" is not 4.
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ExecutorEntry(BaseModel):
     """One executor under ``executors:`` in ork.yaml."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     type: str
     config: dict[str, Any] = Field(default_factory=dict)
-    max_concurrency: PositiveInt | None = None
+    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
     distribution: str | None = None
     """Pick this distribution when several installed plugins register the same type name."""
 
 
 class ProjectFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     executors: dict[str, ExecutorEntry] = Field(default_factory=dict)
     storage: str | None = None
-    max_concurrency: PositiveInt = DEFAULT_MAX_CONCURRENCY
+    max_concurrency: int = Field(default=DEFAULT_MAX_CONCURRENCY, ge=1, le=MAX_CONCURRENCY)
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -151,6 +156,10 @@ class Project:
                 for name in (doc.data.get("executors") or {}) if isinstance(doc.data.get("executors"), dict) else {}:
                     keys[("executors", name)] = ExecutorEntry.model_fields.keys()
             raise ProjectError(problems + validation_problems(doc, exc, valid_keys=keys)) from None
+        for name in settings.executors:
+            if not EXECUTOR_NAME.fullmatch(name):
+                problems.append(doc.problem(("executors", name), f"executor name {name!r} must start with a letter or '_' "
+                                            "and hold only letters, digits, '_', '-' and '.'"))
         if problems:
             raise ProjectError(problems)
         return cls(dir=folder, plugins=plugins, file=path, settings=settings, doc=doc, env=env)

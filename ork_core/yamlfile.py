@@ -57,10 +57,19 @@ class YamlDoc:
         return Problem(self.file, dotted(path), message, self.line(path))
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]+")
+
+
 def dotted(path: Iterable[str | int]) -> str:
+    """``tasks.a.inputs[0]``; a key that is not a plain name is quoted (``params['a b']``)."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _PLAIN_KEY.fullmatch(part):
+            out += f"[{part!r}]"
+        else:
+            out += f".{part}" if out else part
     return out
 
 
@@ -370,6 +379,27 @@ def _kind(value: Any) -> str:
     )
 
 
+# pydantic's wording for a wrong type ("Input should be a valid integer") in YAML's terms.
+_EXPECTED = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "string_type": "a string", "dict_type": "a mapping", "model_type": "a mapping",
+    "model_attributes_type": "a mapping", "list_type": "a list",
+}
+
+
+def _as_written(value: Any) -> str:
+    """A value as YAML would write it, for 'got …': true, null, 2.5, the string '3'."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, str):
+        return f"the string {_brief(value)!r}"
+    if isinstance(value, (int, float)):
+        return _brief(repr(value))
+    return _kind(value)
+
+
 def suggest(name: str, valid: Iterable[str]) -> str:
     """'; did you mean X?' for a close valid name, else ''."""
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
@@ -402,6 +432,9 @@ def validation_problems(
                 message += f"; valid keys: {', '.join(sorted(options))}"
         elif kind == "missing":
             message = "required field is missing"
+        elif kind in _EXPECTED:
+            value = err.get("input")
+            message = f"expected {_EXPECTED[kind]}, got {_as_written(value) if show_input else _kind(value)}"
         else:
             message = err["msg"]
             if show_input and kind not in ("model_type", "dict_type") and not isinstance(err.get("input"), (dict, list)):
