@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ork_core.errors import (
     DuplicateExecutorError,
@@ -28,30 +28,35 @@ from ork_core.errors import (
 from ork_core.executors import ExecutorSpec, spec_of
 from ork_core.plugins import Plugins
 from ork_core.registry import import_target
-from ork_core.yamlfile import YamlDoc, load_yaml, suggest, validation_problems
+from ork_core.yamlfile import YamlDoc, load_yaml, read_text, suggest, validation_problems
 
 PROJECT_FILE = "ork.yaml"
 DEFAULT_MAX_CONCURRENCY = 16
+MAX_CONCURRENCY = 10_000
+EXECUTOR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-\.]*")
+"""An executor name in ork.yaml, matched whole (fullmatch, so "bq\n" is not a name)."""
+# strict: `max_concurrency: true` is not 1, "4" is not 4.
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ExecutorEntry(BaseModel):
     """One executor under ``executors:`` in ork.yaml."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     type: str
     config: dict[str, Any] = Field(default_factory=dict)
-    max_concurrency: PositiveInt | None = None
+    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
     distribution: str | None = None
     """Pick this distribution when several installed plugins register the same type name."""
 
 
 class ProjectFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     executors: dict[str, ExecutorEntry] = Field(default_factory=dict)
     storage: str | None = None
-    max_concurrency: PositiveInt = DEFAULT_MAX_CONCURRENCY
+    max_concurrency: int = Field(default=DEFAULT_MAX_CONCURRENCY, ge=1, le=MAX_CONCURRENCY)
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -100,10 +105,14 @@ class ResolvedExecutor:
 
 
 def find_project_dir(start: Path) -> Path | None:
-    """The nearest folder at or above `start` that holds an ork.yaml."""
+    """The nearest folder at or above `start` that holds an ork.yaml.
+
+    Any ork.yaml counts, not only a regular file: a FIFO or a folder of that name is then
+    reported as such, rather than silently skipped for one further up.
+    """
     start = start.resolve()
     for folder in (start, *start.parents):
-        if (folder / PROJECT_FILE).is_file():
+        if os.path.lexists(folder / PROJECT_FILE):
             return folder
     return None
 
@@ -128,9 +137,12 @@ class Project:
         if folder is None:
             return cls(dir=start.resolve(), plugins=plugins, env=env)
         path = folder / PROJECT_FILE
-        if not path.read_text(encoding="utf-8", errors="replace").strip():
+        text = read_text(path)
+        if isinstance(text, Problem):
+            raise ProjectError([text])
+        if not text.strip():
             return cls(dir=folder, plugins=plugins, file=path, env=env)
-        doc = load_yaml(path, what="a mapping with an 'executors' section")
+        doc = load_yaml(path, text=text, what="a mapping with an 'executors' section")
         if doc.problems and doc.data is None:
             raise ProjectError(doc.problems)
         if doc.data is None or (isinstance(doc.data, dict) and not doc.data):
@@ -144,6 +156,10 @@ class Project:
                 for name in (doc.data.get("executors") or {}) if isinstance(doc.data.get("executors"), dict) else {}:
                     keys[("executors", name)] = ExecutorEntry.model_fields.keys()
             raise ProjectError(problems + validation_problems(doc, exc, valid_keys=keys)) from None
+        for name in settings.executors:
+            if not EXECUTOR_NAME.fullmatch(name):
+                problems.append(doc.problem(("executors", name), f"executor name {name!r} must start with a letter or '_' "
+                                            "and hold only letters, digits, '_', '-' and '.'"))
         if problems:
             raise ProjectError(problems)
         return cls(dir=folder, plugins=plugins, file=path, settings=settings, doc=doc, env=env)

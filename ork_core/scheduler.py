@@ -464,7 +464,7 @@ class Scheduler:
     def _fail_or_retry(self, st: TaskState, error: str) -> None:
         spec = st.spec
         if st.try_number <= spec.retries and not self._cancelling:
-            delay = spec.retry_delay * (spec.retry_backoff ** (st.try_number - 1))
+            delay = spec.retry_delay_after(st.try_number)
             due = time.time() + delay
             self._set(
                 st, "retrying", attempt_row="end", error=error, finished_at=time.time(), next_try_at=due,

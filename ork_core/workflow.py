@@ -15,40 +15,56 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ork_core.errors import OrkError, Problem, ProjectError, WorkflowError
 from ork_core.project import Project
 from ork_core.yamlfile import YamlDoc, load_yaml, suggest, validation_problems
 
-TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+# Names are matched whole (fullmatch): with match() and "$", "abc\n" would pass.
+TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+PARAM_NAME = TASK_NAME
 DEFAULT_EXECUTOR = "python"
+
+# Bounds on the numbers a workflow gives: each is finite, and none can make ork wait forever.
+MAX_RETRIES = 1000
+MAX_DELAY = 7 * 24 * 3600.0
+"""Most seconds `retry_delay` and `max_retry_delay` may say (a week)."""
+DEFAULT_MAX_RETRY_DELAY = 24 * 3600.0
+"""The default cap on a computed retry delay (a day), as Airflow's ``max_retry_delay``."""
+MAX_BACKOFF = 100.0
+MAX_TIMEOUT = 30 * 24 * 3600.0
+MAX_CONCURRENCY = 10_000
+
+# strict: YAML's `true` is not 1 and "3" is not 3; a value is taken as the type it was written as.
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class TaskModel(BaseModel):
     """The keys every task may have, whatever its executor."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     executor: str = DEFAULT_EXECUTOR
     description: str | None = None
     depends_on: list[str] = Field(default_factory=list)
     config_file: str | None = None
-    retries: NonNegativeInt = 0
-    retry_delay: NonNegativeFloat = 0.0
-    retry_backoff: PositiveFloat = 1.0
-    timeout: PositiveFloat | None = None
+    retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
+    retry_delay: float = Field(default=0.0, ge=0, le=MAX_DELAY)
+    retry_backoff: float = Field(default=1.0, gt=0, le=MAX_BACKOFF)
+    max_retry_delay: float = Field(default=DEFAULT_MAX_RETRY_DELAY, ge=0, le=MAX_DELAY)
+    timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT)
     on_failure: Literal["run", "skip"] = "skip"
     env: dict[str, str] = Field(default_factory=dict)
 
 
 class WorkflowModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-\.]*$")
     description: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
-    max_concurrency: int | None = Field(default=None, gt=0)
+    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
     tasks: dict[str, Any] = Field(min_length=1)
 
 
@@ -69,6 +85,20 @@ class CompiledTask:
     env: dict[str, str]
     task_config: dict[str, Any]
     dependents: list[str] = field(default_factory=list)
+    max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY
+
+    def retry_delay_after(self, try_number: int) -> float:
+        """Seconds to wait after attempt `try_number` fails: ``min(delay * backoff**(n-1), max)``.
+
+        Multiplied step by step and stopped at the cap, so a large backoff or many retries
+        never overflow a float (``1e308 ** 2`` raises) and never wait past `max_retry_delay`.
+        """
+        delay = self.retry_delay
+        for _ in range(try_number - 1):
+            if delay >= self.max_retry_delay:
+                break
+            delay *= self.retry_backoff
+        return min(delay, self.max_retry_delay)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +108,7 @@ class CompiledTask:
             "retries": self.retries,
             "retry_delay": self.retry_delay,
             "retry_backoff": self.retry_backoff,
+            "max_retry_delay": self.max_retry_delay,
             "timeout": self.timeout,
             "on_failure_run": self.on_failure_run,
             "env": self.env,
@@ -94,6 +125,7 @@ class CompiledTask:
             retries=data["retries"],
             retry_delay=data["retry_delay"],
             retry_backoff=data["retry_backoff"],
+            max_retry_delay=data.get("max_retry_delay", DEFAULT_MAX_RETRY_DELAY),
             timeout=data["timeout"],
             on_failure_run=data["on_failure_run"],
             env=data["env"],
@@ -231,6 +263,9 @@ def load_workflow(path: Path, project: Project) -> CompiledWorkflow:
     except ValidationError as exc:
         problems += validation_problems(doc, exc, valid_keys={(): WorkflowModel.model_fields.keys()})
         raise WorkflowError(problems) from None
+    for param in model.params:
+        if not PARAM_NAME.fullmatch(param):
+            problems.append(doc.problem(("params", param), f"parameter name {param!r} must start with a letter or '_' and hold only letters, digits, '_' and '-'"))
     tasks: dict[str, CompiledTask] = {}
     for name, raw in model.tasks.items():
         task = _compile_task(doc, path, project, model, name, raw, problems)
@@ -259,7 +294,7 @@ def load_workflow(path: Path, project: Project) -> CompiledWorkflow:
         params=model.params,
         max_concurrency=model.max_concurrency,
         hash=digest,
-        source=path.read_text(encoding="utf-8") if path.exists() else "",
+        source=doc.text,
     )
 
 
@@ -273,7 +308,7 @@ def _compile_task(
     problems: list[Problem],
 ) -> CompiledTask | None:
     base: tuple[str | int, ...] = ("tasks", name)
-    if not TASK_NAME.match(name):
+    if not TASK_NAME.fullmatch(name):
         problems.append(doc.problem(base, f"task name {name!r} must start with a letter or '_' and hold only letters, digits, '_' and '-'"))
     if raw is None:
         raw = {}
@@ -288,6 +323,11 @@ def _compile_task(
     except ValidationError as exc:
         problems += validation_problems(doc, exc, base)
         return None
+    if tm.retry_delay > tm.max_retry_delay:
+        problems.append(
+            doc.problem(base + ("retry_delay",), f"retry_delay {tm.retry_delay:g} is more than max_retry_delay {tm.max_retry_delay:g}; "
+                        "lower it or raise max_retry_delay")
+        )
     # dependencies
     seen: set[str] = set()
     for i, dep in enumerate(tm.depends_on):
@@ -366,6 +406,7 @@ def _compile_task(
         retries=tm.retries,
         retry_delay=tm.retry_delay,
         retry_backoff=tm.retry_backoff,
+        max_retry_delay=tm.max_retry_delay,
         timeout=tm.timeout,
         on_failure_run=tm.on_failure == "run",
         env=dict(tm.env),

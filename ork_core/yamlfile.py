@@ -1,13 +1,22 @@
 """YAML with line numbers, so every error can point at the line a person has to fix.
 
-PyYAML's constructed dicts forget where keys came from; we compose the node tree and walk
-it beside the data to keep a ``path -> line`` map. Duplicate keys, which PyYAML silently
-accepts (last one wins), are reported here because they almost always hide a mistake.
+PyYAML's constructed dicts forget where keys came from; we build the data from parser events
+and keep a ``path -> line`` map beside it. Duplicate keys, which PyYAML silently accepts
+(last one wins), are reported here because they almost always hide a mistake.
+
+ork's YAML is JSON-shaped, in one place, here: keys are strings, scalars are strings,
+finite numbers, booleans or null, dates stay the text they were written as, other tags are
+refused. Aliases, nesting and file size are bounded, and only regular files are read, so no
+file can make ork hang or exhaust memory; each refusal is a `Problem` naming file and line.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
+import os
+import re
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +41,8 @@ class YamlDoc:
     data: Any
     lines: dict[PathT, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    text: str = ""
+    """The text parsed, so a caller that keeps the source need not read the file twice."""
 
     def line(self, path: Sequence[str | int]) -> int | None:
         """The line of `path`, or of its closest ancestor that has one."""
@@ -46,100 +57,113 @@ class YamlDoc:
         return Problem(self.file, dotted(path), message, self.line(path))
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]+")
+
+
 def dotted(path: Iterable[str | int]) -> str:
+    """``tasks.a.inputs[0]``; a key that is not a plain name is quoted (``params['a b']``)."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _PLAIN_KEY.fullmatch(part):
+            out += f"[{part!r}]"
+        else:
+            out += f".{part}" if out else part
     return out
 
 
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
+_TAGS = "tag:yaml.org,2002:"
+# Explicit scalar tags with a JSON meaning; every other tag (!!binary, !!timestamp, !!set,
+# !!python/…, !local) is refused, so what a file says is what JSON can hold.
+_SCALAR_TAGS = frozenset(_TAGS + t for t in ("int", "float", "bool", "null"))
+_MAPPING_TAGS = (None, "!", _TAGS + "map")
+_SEQUENCE_TAGS = (None, "!", _TAGS + "seq")
+# Implicitly resolved YAML 1.1 types that JSON lacks stay the text they were written as:
+# ``d: 2024-01-01`` is the string "2024-01-01" (validate and run see the same value).
+_AS_WRITTEN = frozenset(_TAGS + t for t in ("timestamp", "value", "merge"))
+# YAML 1.1 wants a dot in a float (``1e3`` is a string there); JSON and YAML 1.2 do not.
+_EXPONENT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
+
+MAX_FILE_BYTES = 10 * 1024 * 1024
+"""Largest YAML file ork reads (a 10,000-task workflow is about 1 MiB)."""
+MAX_ALIAS_VALUES = 100_000
+"""Values aliases may repeat in one file (or as many as the file writes out, if more): a
+"billion laughs" file of a few lines would otherwise expand to billions downstream."""
+MAX_DEPTH = 200
+"""Deepest nesting of mappings and lists; deeper data would overflow recursive consumers."""
 
 
-def _build(node: yaml.Node, path: PathT, doc: YamlDoc, loader: yaml.SafeLoader) -> Any:
-    """Construct the value of `node` while recording the line of every path under it.
+class _Bad(Exception):
+    """A document ork refuses, with the line (and path) the reader was at."""
 
-    Plain strings, mappings and lists are built here (most of a workflow); other scalars
-    (ints, bools, dates …) and merge keys go through PyYAML's own constructor.
-    """
-    doc.lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.ScalarNode):
-        return node.value if node.tag == _STR else loader.construct_object(node, deep=True)
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(item, path + (index,), doc, loader) for index, item in enumerate(node.value)]
-    if isinstance(node, yaml.MappingNode):
-        if any(k.tag == _MERGE for k, _ in node.value):
-            value = loader.construct_object(node, deep=True)
-            _lines_only(node, path, doc)
-            return value
-        out: dict[Any, Any] = {}
-        seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value if key_node.tag == _STR else loader.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            skey = str(key)
-            if skey in seen:
-                doc.problems.append(
-                    Problem(doc.file, dotted(path + (skey,)), f"duplicate key (first defined on line {seen[skey]})", line)
-                )
-            seen[skey] = line
-            doc.lines[path + (skey,)] = line
-            out[key] = _build(value_node, path + (skey,), doc, loader)
-        return out
-    return loader.construct_object(node, deep=True)
+    def __init__(self, message: str, line: int | None = None, path: PathT | None = None) -> None:
+        super().__init__(message)
+        self.message, self.line, self.path = message, line, path
 
 
-def _lines_only(node: yaml.Node, path: PathT, doc: YamlDoc) -> None:
-    doc.lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            doc.lines.setdefault(path + (key,), key_node.start_mark.line + 1)
-            _lines_only(value_node, path + (key,), doc)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _lines_only(item, path + (index,), doc)
+def _brief(text: str) -> str:
+    """`text` cut to a length a message can hold."""
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
-class _Unusual(Exception):
-    """A document the event reader does not handle (complex keys, custom tags): use nodes."""
+def _short(tag: str) -> str:
+    return "!!" + tag[len(_TAGS):] if tag.startswith(_TAGS) else tag
 
 
 _TAG_CACHE: dict[str, str] = {}
 
 
 def _scalar(loader: yaml.SafeLoader, event: yaml.ScalarEvent) -> Any:
+    """A scalar's JSON value: str, int, float, bool or None; anything else is a `_Bad`."""
     tag = event.tag
-    if tag is None or tag == "!":
+    value: str = event.value
+    if tag is None:
         if not event.implicit[0]:
-            return event.value  # quoted: always a string
-        value = event.value
+            return value  # quoted: always a string
         tag = _TAG_CACHE.get(value)
         if tag is None:
             tag = loader.resolve(yaml.ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+            if tag in _AS_WRITTEN or (tag == _STR and _EXPONENT.fullmatch(value)):
+                tag = _STR if tag != _STR else _TAGS + "float"
             if len(_TAG_CACHE) < 4096:
                 _TAG_CACHE[value] = tag
         if tag == _STR:
             return value
-    construct = loader.yaml_constructors.get(tag)
-    if construct is None or tag == _MERGE:
-        raise _Unusual(tag)
-    return construct(loader, yaml.ScalarNode(tag, event.value, style=event.style))
+    elif tag == "!" or tag == _STR:
+        return value
+    elif tag not in _SCALAR_TAGS:
+        raise _Bad(f"unsupported tag {_short(tag)}; ork reads JSON-like YAML: strings, numbers, true/false, null, mappings, lists")
+    try:
+        result = loader.yaml_constructors[tag](loader, yaml.ScalarNode(tag, value, style=event.style))
+    except (ValueError, KeyError, TypeError, OverflowError):
+        expected = {"int": "an integer", "float": "a number", "bool": "true or false"}[tag[len(_TAGS):]]
+        raise _Bad(f"{_brief(value)} is not {expected}" + (" (at most 4300 digits)" if value.isdigit() else "")) from None
+    if type(result) is float and not math.isfinite(result):
+        raise _Bad(f"{_brief(value)} is not a finite number (JSON has no infinity or NaN)")
+    return result
 
 
 def _from_events(loader: yaml.SafeLoader, doc: YamlDoc) -> Any:
     """Build the document straight from parser events, recording lines as it goes.
 
     About twice as fast as composing a node tree first (what dominates loading a workflow of
-    thousands of tasks). Anything unusual raises `_Unusual` and the node path takes over.
+    thousands of tasks). This is the only reader, so it enforces ork's JSON shape: keys are
+    strings, scalars are JSON scalars, no recursive aliases, at most `MAX_ALIAS_VALUES`
+    values through aliases and `MAX_DEPTH` levels of nesting. An alias shares the anchored
+    object rather than copying it, so counting is what keeps expansion bounded downstream.
     """
     lines = doc.lines
-    anchors: dict[str, Any] = {}
-    # a frame: [container, path, key or _NO_KEY, seen-keys, merges]
+    # anchor -> (value, how many values it stands for, aliases expanded; -1 while still open)
+    anchors: dict[str, tuple[Any, int]] = {}
+    # a frame: [container, path, key or _NO_KEY, seen-keys, merges, merging, line, anchor, total at start]
     stack: list[list[Any]] = []
     root: list[Any] = []
     documents = 0
+    total = 0  # values the document stands for, aliases expanded
+    aliased = 0  # of which through aliases
 
     def place(value: Any, line: int) -> None:
         if not stack:
@@ -153,22 +177,24 @@ def _from_events(loader: yaml.SafeLoader, doc: YamlDoc) -> Any:
             return
         key = frame[2]
         if key is _NO_KEY:
-            if isinstance(value, (dict, list)):
-                raise _Unusual("complex key")
-            skey = str(value)
+            if not isinstance(value, str):
+                raise _Bad(f"a mapping key must be a string, not {_kind(value)}", line, path)
             seen = frame[3]
-            if skey in seen and not frame[5]:
+            if value in seen and not frame[5]:
                 doc.problems.append(
-                    Problem(doc.file, dotted(path + (skey,)), f"duplicate key (first defined on line {seen[skey]})", line)
+                    Problem(doc.file, dotted(path + (value,)), f"duplicate key (first defined on line {seen[value]})", line)
                 )
-            seen[skey] = line
-            lines[path + (skey,)] = line
+            seen[value] = line
+            lines[path + (value,)] = line
             frame[2] = value
             return
         frame[2] = _NO_KEY
         if frame[5]:  # the value of '<<'
             frame[5] = False
-            frame[4].extend(value if isinstance(value, list) else [value])
+            merged = value if isinstance(value, list) else [value]
+            if not all(isinstance(m, dict) for m in merged):
+                raise _Bad(f"'<<' merges a mapping or a list of mappings, not {_kind(value)}", line, path)
+            frame[4].extend(merged)
             return
         container[key] = value
 
@@ -179,54 +205,86 @@ def _from_events(loader: yaml.SafeLoader, doc: YamlDoc) -> Any:
         base: PathT = frame[1]
         if isinstance(frame[0], list):
             return base + (len(frame[0]),)
-        if frame[2] is _NO_KEY:
-            raise _Unusual("complex key")
-        return base + (str(frame[2]),)
+        return base + (frame[2],)
 
-    while loader.check_event():
-        event = loader.get_event()  # type: ignore[no-untyped-call]
-        kind = type(event)
-        if kind is yaml.ScalarEvent:
-            line = event.start_mark.line + 1
-            if stack and not isinstance(stack[-1][0], list) and stack[-1][2] is _NO_KEY and event.value == "<<" \
-                    and event.implicit[0] and event.tag is None:
-                stack[-1][5] = True
-                stack[-1][2] = "<<"
-                continue
-            value = _scalar(loader, event)
-            if not stack or isinstance(stack[-1][0], list) or stack[-1][2] is not _NO_KEY:
-                lines.setdefault(child_path(), line)
-            if event.anchor:
-                anchors[event.anchor] = value
-            place(value, line)
-        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
-            if event.tag not in (None, "!", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
-                raise _Unusual(event.tag)
-            path = child_path()
-            lines.setdefault(path, event.start_mark.line + 1)
-            container: Any = {} if kind is yaml.MappingStartEvent else []
-            if event.anchor:
-                anchors[event.anchor] = container
-            stack.append([container, path, _NO_KEY, {}, [], False, event.start_mark.line + 1])
-        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
-            frame = stack.pop()
-            container = frame[0]
-            for merged in frame[4]:
-                if not isinstance(merged, dict):
-                    raise _Unusual("merge of a non-mapping")
-                for k, v in merged.items():
-                    container.setdefault(k, v)
-            place(container, frame[6])
-        elif kind is yaml.AliasEvent:
-            if event.anchor not in anchors:
-                raise _Unusual("unknown alias")
-            place(anchors[event.anchor], event.start_mark.line + 1)
-        elif kind is yaml.DocumentStartEvent:
-            documents += 1
-            if documents > 1:
-                raise yaml.composer.ComposerError(
-                    "expected a single document in the stream", None, "but found another document", event.start_mark
-                )
+    event: Any = None
+    try:
+        while loader.check_event():
+            event = loader.get_event()  # type: ignore[no-untyped-call]
+            kind = type(event)
+            if kind is yaml.ScalarEvent:
+                total += 1
+                line = event.start_mark.line + 1
+                awaiting_key = bool(stack) and not isinstance(stack[-1][0], list) and stack[-1][2] is _NO_KEY
+                if awaiting_key and event.value == "<<" and event.implicit[0] and event.tag is None:
+                    stack[-1][5] = True
+                    stack[-1][2] = "<<"
+                    continue
+                value = _scalar(loader, event)
+                if awaiting_key:
+                    if type(value) is not str:
+                        raise _Bad(
+                            f"mapping key {_brief(event.value)} is {'null' if value is None else _kind(value)};"
+                            f" keys must be strings (quote it: '{_brief(event.value)}')"
+                        )
+                else:
+                    lines.setdefault(child_path(), line)
+                if event.anchor:
+                    anchors[event.anchor] = (value, 1)
+                place(value, line)
+            elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                is_map = kind is yaml.MappingStartEvent
+                if event.tag not in (_MAPPING_TAGS if is_map else _SEQUENCE_TAGS):
+                    raise _Bad(f"unsupported tag {_short(event.tag)} on a {'mapping' if is_map else 'list'}")
+                if stack and not isinstance(stack[-1][0], list) and stack[-1][2] is _NO_KEY:
+                    raise _Bad(f"a mapping key must be a string, not {'a mapping' if is_map else 'a list'}")
+                if len(stack) >= MAX_DEPTH:
+                    raise _Bad(f"nested more than {MAX_DEPTH} levels deep", path=stack[2][1])
+                path = child_path()
+                lines.setdefault(path, event.start_mark.line + 1)
+                container: Any = {} if is_map else []
+                if event.anchor:
+                    anchors[event.anchor] = (container, -1)
+                stack.append([container, path, _NO_KEY, {}, [], False, event.start_mark.line + 1, event.anchor, total])
+                total += 1
+            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                frame = stack.pop()
+                container = frame[0]
+                for merged in frame[4]:
+                    for k, v in merged.items():
+                        container.setdefault(k, v)
+                anchor = frame[7]
+                if anchor and anchors[anchor][0] is container:
+                    anchors[anchor] = (container, total - frame[8])
+                place(container, frame[6])
+            elif kind is yaml.AliasEvent:
+                found = anchors.get(event.anchor)
+                if found is None:
+                    raise _Bad(f"alias *{event.anchor} refers to no anchor &{event.anchor} defined before it")
+                if found[1] < 0:
+                    raise _Bad(f"alias *{event.anchor} is inside the collection it refers to (a recursive alias)")
+                total += found[1]
+                aliased += found[1]
+                if aliased > MAX_ALIAS_VALUES and aliased > total - aliased:
+                    raise _Bad(
+                        f"aliases repeat more than {MAX_ALIAS_VALUES:,} values (alias *{event.anchor} brings"
+                        f" {found[1]:,}); write the data out or use fewer nested aliases"
+                    )
+                place(found[0], event.start_mark.line + 1)
+            elif kind is yaml.DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    raise yaml.composer.ComposerError(
+                        "expected a single document in the stream", None, "but found another document", event.start_mark
+                    )
+    except _Bad as exc:
+        if exc.line is None and event is not None:
+            exc.line = event.start_mark.line + 1
+        if exc.path is None:
+            exc.path = () if not stack else (
+                child_path() if isinstance(stack[-1][0], list) or stack[-1][2] is not _NO_KEY else stack[-1][1]
+            )
+        raise
     return root[0] if root else _EMPTY
 
 
@@ -234,41 +292,78 @@ _NO_KEY = object()
 _EMPTY = object()
 
 
+def read_text(path: Path, what: str = "YAML") -> str | Problem:
+    """The file's text, or a `Problem` saying why ork will not read it.
+
+    Only regular files up to `MAX_FILE_BYTES`: a FIFO, a directory or a device such as
+    /dev/zero would block or never end. The type is checked before opening, and again on
+    the opened descriptor (opened non-blocking, so a FIFO swapped in meanwhile cannot hang).
+    """
+    name = str(path)
+    try:
+        kind = _file_kind(os.stat(path).st_mode)
+        if kind is None:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+            try:
+                info = os.fstat(fd)
+                kind = _file_kind(info.st_mode)
+                if kind is None and info.st_size <= MAX_FILE_BYTES:
+                    with os.fdopen(fd, "rb", closefd=False) as stream:
+                        data = stream.read(MAX_FILE_BYTES + 1)
+                else:
+                    data = b""
+            finally:
+                os.close(fd)
+    except FileNotFoundError:
+        return Problem(name, "", "file not found")
+    except OSError as exc:
+        return Problem(name, "", f"cannot read: {exc.strerror or exc}")
+    if kind is not None:
+        return Problem(name, "", f"is {kind}, not a regular file; expected a {what} file")
+    if len(data) > MAX_FILE_BYTES or info.st_size > MAX_FILE_BYTES:
+        return Problem(name, "", f"is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB, the most ork reads as a {what} file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return Problem(name, "", f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot start or continue a character", line)
+
+
+def _file_kind(mode: int) -> str | None:
+    """None for a regular file, else what it is, in words."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
 def load_yaml(path: Path, *, text: str | None = None, what: str = "a mapping") -> YamlDoc:
-    """Parse a YAML file; a syntax error or an empty file becomes a `Problem` with its line."""
+    """Parse a YAML file; a syntax error, an empty file or a refused one becomes a `Problem` with its line."""
     name = str(path)
     if text is None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return YamlDoc(name, None, problems=[Problem(name, "", "file not found")])
-        except UnicodeDecodeError as exc:
-            return YamlDoc(name, None, problems=[Problem(name, "", f"not UTF-8 text: {exc}")])
-        except OSError as exc:
-            return YamlDoc(name, None, problems=[Problem(name, "", f"cannot read: {exc.strerror}")])
+        read = read_text(path)
+        if isinstance(read, Problem):
+            return YamlDoc(name, None, problems=[read])
+        text = read
     loader = _Loader(text)
     try:
-        doc = YamlDoc(name, None)
-        try:
-            data = _from_events(loader, doc)
-        except _Unusual:
-            loader.dispose()
-            loader = _Loader(text)
-            doc = YamlDoc(name, None)
-            node = loader.get_single_node()
-            data = _EMPTY if node is None else _build(node, (), doc, loader)
+        doc = YamlDoc(name, None, text=text)
+        data = _from_events(loader, doc)
         if data is _EMPTY:
-            return YamlDoc(name, None, problems=[Problem(name, "", f"the file is empty; expected {what}")])
+            return YamlDoc(name, None, problems=[Problem(name, "", f"the file is empty; expected {what}")], text=text)
         doc.data = data
+    except _Bad as exc:
+        return YamlDoc(name, None, problems=[Problem(name, dotted(exc.path or ()), exc.message, exc.line)], text=text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         message = " ".join(str(m) for m in (exc.context, exc.problem) if m)
-        return YamlDoc(name, None, problems=[Problem(name, "", f"invalid YAML: {message}", line)])
+        return YamlDoc(name, None, problems=[Problem(name, "", f"invalid YAML: {message}", line)], text=text)
     except yaml.YAMLError as exc:
-        return YamlDoc(name, None, problems=[Problem(name, "", f"invalid YAML: {exc}")])
-    except TypeError as exc:  # e.g. a list used as a mapping key
-        return YamlDoc(name, None, problems=[Problem(name, "", f"invalid YAML: mapping keys must be plain values ({exc})")])
+        return YamlDoc(name, None, problems=[Problem(name, "", f"invalid YAML: {exc}")], text=text)
     finally:
         loader.dispose()
     if not isinstance(data, dict):
@@ -282,6 +377,27 @@ def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer", float: "a number"}.get(
         type(value), type(value).__name__
     )
+
+
+# pydantic's wording for a wrong type ("Input should be a valid integer") in YAML's terms.
+_EXPECTED = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "string_type": "a string", "dict_type": "a mapping", "model_type": "a mapping",
+    "model_attributes_type": "a mapping", "list_type": "a list",
+}
+
+
+def _as_written(value: Any) -> str:
+    """A value as YAML would write it, for 'got …': true, null, 2.5, the string '3'."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, str):
+        return f"the string {_brief(value)!r}"
+    if isinstance(value, (int, float)):
+        return _brief(repr(value))
+    return _kind(value)
 
 
 def suggest(name: str, valid: Iterable[str]) -> str:
@@ -316,6 +432,9 @@ def validation_problems(
                 message += f"; valid keys: {', '.join(sorted(options))}"
         elif kind == "missing":
             message = "required field is missing"
+        elif kind in _EXPECTED:
+            value = err.get("input")
+            message = f"expected {_EXPECTED[kind]}, got {_as_written(value) if show_input else _kind(value)}"
         else:
             message = err["msg"]
             if show_input and kind not in ("model_type", "dict_type") and not isinstance(err.get("input"), (dict, list)):

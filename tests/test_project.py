@@ -121,7 +121,7 @@ def test_unknown_registered_type_lists_close_names(cli: Cli, proj: Path) -> None
     ("text", "expected"),
     [
         ("", "ok"),
-        ("executors: [1, 2]\n", "executors: Input should be a valid dictionary"),
+        ("executors: [1, 2]\n", "executors: expected a mapping, got a list"),
         ("executors:\n  a:\n    config: {}\n", "executors.a.type: required field is missing"),
         ("executor:\n  a:\n    type: python\n", "unknown key 'executor' (did you mean 'executors'?)"),
         ("executors:\n  a: {type: python, max_concurrency: 0}\n", "executors.a.max_concurrency"),

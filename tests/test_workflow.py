@@ -54,7 +54,7 @@ def check(cli: Cli, project: Path, text: str) -> str:
         ),
         (
             "name: w\ntasks:\n  a:\n    file: tasks.py\n    function: f\n    retries: many\n",
-            "wf.yaml:6: tasks.a.retries: Input should be a valid integer",
+            "wf.yaml:6: tasks.a.retries: expected an integer, got the string 'many'",
         ),
         (
             "name: w\ntasks:\n  a:\n    file: tasks.py\n    function: f\n    timeout: -1\n",

@@ -31,7 +31,7 @@ def _is_reference(value: str, parts: int) -> bool:
     if not value or any(c.isspace() or c == "`" for c in value):
         return False
     names = value.split(".")
-    return len(names) >= parts and all(names) and _DATASET_ID.match(names[-parts]) is not None
+    return len(names) >= parts and all(names) and _DATASET_ID.fullmatch(names[-parts]) is not None
 
 
 class BigQueryConfig(BaseModel):
@@ -77,14 +77,14 @@ class BigQueryConfig(BaseModel):
     @classmethod
     def _valid_labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key, label in value.items():
-            if not _LABEL_KEY.match(key):
+            if not _LABEL_KEY.fullmatch(key):
                 raise ValueError(
                     f"label key {key!r} must start with a lowercase letter and hold at most 63 lowercase "
                     "letters, digits, '_' and '-'"
                 )
             if key.startswith("ork-"):
                 raise ValueError(f"label key {key!r}: keys starting with 'ork-' are set by ork")
-            if not _LABEL_VALUE.match(str(label)):
+            if not _LABEL_VALUE.fullmatch(str(label)):
                 raise ValueError(
                     f"label {key!r}: value {label!r} must hold at most 63 lowercase letters, digits, '_' and '-'"
                 )
