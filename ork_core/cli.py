@@ -1,6 +1,7 @@
 """The ``ork`` command line. Errors print as one message; ``--debug`` shows the traceback.
 
-Exit codes: 0 success, 1 a run (or validation) failed, 2 the input was invalid.
+Exit codes: 0 success, 1 a run (or validation) failed, 2 the input was invalid (or the state
+database could not be used, or another process executes the run).
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ def _write_error(path: Path, exc: sqlite3.Error) -> StorageWriteError:
     error (SQLITE_IOERR_SHMSIZE, say) when it is the WAL index file that cannot grow.
     """
     name: str | None = getattr(exc, "sqlite_errorname", None)
-    full = name == "SQLITE_FULL" or (name or "").startswith("SQLITE_IOERR") and _free_bytes(path) < 64 * 1024
+    full = name == "SQLITE_FULL" or ((name or "").startswith("SQLITE_IOERR") and _free_bytes(path) < 64 * 1024)
     detail = f"{exc} ({name})" if name and name != "SQLITE_FULL" else str(exc)
     return StorageWriteError(str(path), f"disk full ({detail})" if full else detail, code=name)
 
