@@ -115,6 +115,7 @@ class TaskState:
     idempotency_key: str | None = None
     resume_adopt: bool = False
     uncertain_retries: int = 0
+    next_try_at: float | None = None  # from storage, for `ork resume` of a task waiting to retry
     handle: tuple[str, dict[str, Any]] | None = None
     runner: asyncio.Task[None] | None = None
     ctx: Context | None = None
@@ -762,9 +763,15 @@ class Scheduler:
         self._final_count = sum(1 for st in self.tasks.values() if st.status in FINAL)
         for st in self.tasks.values():
             st.remaining = sum(1 for d in st.spec.depends_on if self.tasks[d].status not in FINAL)
+        now = time.time()
         for st in self.tasks.values():
             if st.status == "deferred" and st.handle is not None:
                 self._to_track.append(st)
+            elif st.status == "retrying" and st.next_try_at is not None and st.next_try_at > now:
+                # resumed in its retry delay: wait for the rest of it, as the killed ork would have
+                self._retrying += 1
+                handle = asyncio.get_running_loop().call_later(st.next_try_at - now, self._post, "retry", st.spec.name)
+                self._timers.add(handle)
             elif st.status in ("queued", "running", "retrying"):
                 st.status = "pending"  # re-queued below; the attempt it had is over
                 self._enqueue(st)
@@ -805,6 +812,7 @@ class Scheduler:
                 if rec.pgid:
                     recorded[name] = rec.pgid
             elif rec.status == "retrying":
+                st.next_try_at = rec.next_try_at
                 st.resume_adopt = rec.adopt_first  # after an uncertain kickoff: same key, adopt first
         if recorded or any(rec.status == "running" for rec in storage_tasks.values()):
             self._end_leftovers(recorded)
