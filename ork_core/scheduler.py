@@ -761,6 +761,10 @@ class Scheduler:
     def _prime(self) -> None:
         """Set up remaining-dependency counts and queue whatever can start now."""
         self._final_count = sum(1 for st in self.tasks.values() if st.status in FINAL)
+        for executor in dict.fromkeys(st.spec.executor for st in self.tasks.values() if st.status not in FINAL):
+            # resolved (imported) now, before any deadline runs, not on the loop when a task is
+            # first queued: `ork resume` compiles nothing, so nothing resolved them yet
+            self._limit_for(executor)
         for st in self.tasks.values():
             st.remaining = sum(1 for d in st.spec.depends_on if self.tasks[d].status not in FINAL)
         now = time.time()

@@ -126,3 +126,70 @@ def test_a_slow_import_or_executor_init_does_not_time_out_other_tasks(project: P
     errors = {name: t.error for name, t in run.tasks.items() if t.status != "success"}
     assert result.status == "success", errors
     assert run.tasks["slow"].output == "slow import done" and run.tasks["slow_init"].output == "slow init done"
+
+
+LATE_EXECUTOR = '''
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from ork import Context, executor
+
+if Path(__file__).with_name("import-is-slow").exists():
+    time.sleep(3)  # a heavy client library, imported when the executor is first resolved
+
+
+class NoConfig(BaseModel):
+    pass
+
+
+@executor
+class Late:
+    def __init__(self, config: NoConfig) -> None:
+        pass
+
+    def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> str:
+        return "late"
+'''
+
+NAP = '''
+import time
+
+def nap(seconds: float) -> str:
+    time.sleep(seconds)
+    return "rested"
+'''
+
+
+def test_a_resumed_run_imports_executors_before_any_task_runs(project: Path, fresh_modules: None) -> None:
+    """`ork resume` compiles nothing, so executors are resolved (imported) during the run:
+    on the loop, while other tasks' deadlines ran, when a dependent task was first queued."""
+    import sys
+
+    write(project / "quick.py", QUICK)
+    write(project / "nap.py", NAP)
+    write(project / "late_exec.py", LATE_EXECUTOR)
+    write(project / "ork.yaml", 'executors:\n  late: {type: "late_exec:Late", config: {}}\n')
+    wf = write(project / "wf.yaml", """
+        name: w
+        tasks:
+          first: {file: quick.py, function: hello}
+          busy: {file: nap.py, function: nap, inputs: {seconds: 0.5}, timeout: 1.5}
+          later: {executor: late, depends_on: [first]}
+        """)
+    pm = build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"})
+    compiled = load_workflow(wf, Project.load(project, pm))
+    storage = open_storage(f"sqlite:///{project / '.ork' / 'ork.db'}", pm.registry)
+    try:
+        run_id = create_run(storage, compiled, {})  # as if ork died before it started anything
+        sys.modules.pop("late_exec", None)
+        write(project / "import-is-slow", "")
+        scheduler = resume_scheduler(project=Project.load(project, pm), plugins=pm, storage=storage, run_id=run_id)
+        result = execute(scheduler, resumed=True, handle_signals=False)
+        run = storage.get_run(run_id)
+    finally:
+        storage.close()
+    errors = {name: t.error for name, t in run.tasks.items() if t.status != "success"}
+    assert result.status == "success", errors
+    assert run.tasks["later"].output == "late"
