@@ -8,6 +8,7 @@ instead of starting another one.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -64,7 +65,8 @@ class HttpExecutor(_Base):
 
     async def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> Any:
         task = load_task_config(HttpTask, config_file, ctx)
-        request = prepare(task, template_variables(ctx, upstream), ctx, upstream)
+        # in a thread: rendering may take long, and `run` is on ork's loop with every task's deadline
+        request = await asyncio.to_thread(prepare, task, template_variables(ctx, upstream), ctx, upstream)
         response = await self._send(request, ctx, what="request")
         self.http.expect(response, task.accept_status, what="request")
         if task.output_path is None and not response.content:
@@ -91,7 +93,7 @@ class HttpAsyncExecutor(_Base):
     async def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> Deferred:
         task = load_task_config(HttpAsyncTask, config_file, ctx)
         variables = template_variables(ctx, upstream)
-        request = prepare(task, variables, ctx, upstream)
+        request = await asyncio.to_thread(prepare, task, variables, ctx, upstream)  # off the loop, as above
         try:
             response = await self._send(request, ctx, what="kickoff")
             self.http.expect(response, task.accept_status, what="kickoff")
