@@ -139,3 +139,17 @@ def test_a_gateway_error_on_kickoff_is_uncertain_and_spends_the_retries(proj: Ht
     assert rec.count("POST /status") == 3 and rec.count("GET /jobs") == 2  # each retry looked up first
     assert {h.get("idempotency-key") for h in rec.headers if h.get("idempotency-key")} == {run.tasks["query"].idempotency_key}
     assert "502 Bad Gateway" in (run.tasks["query"].error or "")
+
+
+def test_a_kickoff_that_surely_did_not_arrive_is_an_ordinary_failure(proj: HttpProject) -> None:
+    """Connection refused: nothing reached a service, so the retry is a new try with a new key."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # nothing listens here once the socket is closed
+    lookup = "/jobs?key={{ ork.idempotency_key }}"
+    result, run = proj.run({"query": job_task(url=f"http://127.0.0.1:{closed}/jobs", lookup_url=lookup, retries=1)})
+    assert result.status == "failed" and run.tasks["query"].try_number == 2
+    assert "ConnectError" in (run.tasks["query"].error or "") and "uncertain" not in (run.tasks["query"].error or "")
+    assert proj.server.recorder.count("GET /jobs") == 0  # no lookup: nothing to adopt
