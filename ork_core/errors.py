@@ -18,6 +18,7 @@ The hierarchy::
     ├── RunClaimedError              another live process executes the run
     └── TaskError                    raised inside a task; fails that task with this message
         ├── TaskTimeoutError (TimeoutError)
+        ├── KickoffUncertain         the submission may have reached the service; no answer came
         └── TaskSkipped              raise to mark the task skipped instead of failed
 
 Each error keeps its context as attributes so callers (and tests) never parse messages.
@@ -172,6 +173,19 @@ class TaskTimeoutError(TaskError, TimeoutError):
     """The task ran longer than its `timeout`."""
 
 
+class KickoffUncertain(TaskError):
+    """Raise from ``run`` when the submission may have reached the service but its answer did not.
+
+    A client timeout after the request was sent, a connection reset before the response, a
+    502/504 from a gateway: the external job may exist. A plain failure would make the retry a
+    new try with a new idempotency key, and a second job. For this error ork retries (it
+    counts against ``retries`` and waits ``retry_delay`` like any failure) but keeps the try
+    number and so the idempotency key, and calls the executor's ``adopt(key, ctx)`` first, as
+    ``ork resume`` does for an attempt cut short, so the job that did start is adopted rather
+    than submitted again.
+    """
+
+
 class TaskSkipped(OrkError):
     """Raise inside a task to mark it skipped; its dependents are skipped too."""
 
@@ -181,6 +195,7 @@ __all__ = [
     "DuplicateExecutorError",
     "ExecutorDefinitionError",
     "ExecutorImportError",
+    "KickoffUncertain",
     "OrkError",
     "PluginError",
     "PluginLoadError",

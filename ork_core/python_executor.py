@@ -73,8 +73,19 @@ class _Prepared:
     is_async: bool
 
 
-_lock = threading.Lock()
 _prepared: dict[tuple[str, str, str], _Prepared] = {}
+_locks_guard = threading.Lock()
+_locks: dict[object, threading.Lock] = {}
+
+
+def _lock_for(key: object) -> threading.Lock:
+    """One lock per function, and one per file or module being imported; never one for all.
+
+    Preparing imports the task's module, which may take seconds; under a single lock every
+    other task's preparation waited for it, and timed out on time that was not theirs.
+    """
+    with _locks_guard:
+        return _locks.setdefault(key, threading.Lock())
 
 
 def _import(task: PythonTask, ctx: Context) -> Any:
@@ -113,11 +124,12 @@ def prepare(task: PythonTask, ctx: Context) -> _Prepared:
     found = _prepared.get(key)
     if found is not None:
         return found
-    with _lock:
+    with _lock_for(key):
         found = _prepared.get(key)
         if found is not None:
             return found
-        module = _import(task, ctx)
+        with _lock_for(key[:2]):  # two functions of one file: it is executed once, and wholly
+            module = _import(task, ctx)
         func = getattr(module, task.function, None)
         label = f"{task.module or task.file}:{task.function}"
         if func is None or not callable(func):

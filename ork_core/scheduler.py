@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from ork_core.context import Context, Metrics, TaskLogger, make_idempotency_key
 from ork_core.deferred import Deferred, JobState
-from ork_core.errors import OrkError, RunClaimedError, StorageError, StorageWriteError, TaskError, TaskSkipped
+from ork_core.errors import KickoffUncertain, OrkError, RunClaimedError, StorageError, StorageWriteError, TaskError, TaskSkipped
 from ork_core.executors import ExecutorManager
 from ork_core.ownership import Owner
 from ork_core.plugins import Plugins
@@ -132,6 +132,8 @@ class TaskState:
     error: str | None = None
     idempotency_key: str | None = None
     resume_adopt: bool = False
+    uncertain_retries: int = 0
+    next_try_at: float | None = None  # from storage, for `ork resume` of a task waiting to retry
     handle: tuple[str, dict[str, Any]] | None = None
     runner: asyncio.Task[None] | None = None
     ctx: Context | None = None
@@ -144,6 +146,7 @@ class Outcome:
     error: str | None = None
     deferred: Deferred | None = None
     timed_out: bool = False
+    uncertain: bool = False  # KickoffUncertain: the retry keeps the try and adopts first
 
 
 @dataclass
@@ -459,18 +462,28 @@ class Scheduler:
         elif outcome.status == "cancelled" or self._cancelling:
             self._finish(st, "cancelled", error=outcome.error or "cancelled")
         else:
-            self._fail_or_retry(st, outcome.error or "failed")
+            self._fail_or_retry(st, outcome.error or "failed", uncertain=outcome.uncertain)
 
-    def _fail_or_retry(self, st: TaskState, error: str) -> None:
+    def _fail_or_retry(self, st: TaskState, error: str, *, uncertain: bool = False) -> None:
+        """Retry while `retries` last, else fail; an uncertain kickoff's retry repeats its try.
+
+        Such a retry spends one of `retries` (`uncertain_retries`) but keeps the try number,
+        so the idempotency key, and adopts first; both are committed with the `retrying` state
+        so `ork resume` after a crash does the same.
+        """
         spec = st.spec
-        if st.try_number <= spec.retries and not self._cancelling:
+        if st.try_number + st.uncertain_retries <= spec.retries and not self._cancelling:
             delay = spec.retry_delay_after(st.try_number)
             due = time.time() + delay
+            if uncertain:
+                st.uncertain_retries += 1
+                error += f" (kickoff uncertain: the retry looks the job up first, same idempotency key {st.idempotency_key})"
             self._set(
                 st, "retrying", attempt_row="end", error=error, finished_at=time.time(), next_try_at=due,
+                uncertain_retries=st.uncertain_retries, adopt_first=uncertain,
                 **self._attempt_fields(st),
             )
-            st.resume_adopt = False
+            st.resume_adopt = uncertain
             self._retrying += 1
             assert self._events is not None
             loop = asyncio.get_running_loop()
@@ -625,6 +638,8 @@ class Scheduler:
     def _failure(exc: Exception, ctx: Context) -> Outcome:
         if isinstance(exc, TaskSkipped):
             return Outcome("skipped", error=str(exc) or None)
+        if isinstance(exc, KickoffUncertain):
+            return Outcome("failed", error=str(exc), uncertain=True)
         if isinstance(exc, OrkError):  # TaskError and ork's own errors: the message is the point
             return Outcome("failed", error=str(exc))
         ctx.log.error("%s", "".join(traceback.format_exception(exc)).rstrip())
@@ -791,11 +806,21 @@ class Scheduler:
     def _prime(self) -> None:
         """Set up remaining-dependency counts and queue whatever can start now."""
         self._final_count = sum(1 for st in self.tasks.values() if st.status in FINAL)
+        for executor in dict.fromkeys(st.spec.executor for st in self.tasks.values() if st.status not in FINAL):
+            # resolved (imported) now, before any deadline runs, not on the loop when a task is
+            # first queued: `ork resume` compiles nothing, so nothing resolved them yet
+            self._limit_for(executor)
         for st in self.tasks.values():
             st.remaining = sum(1 for d in st.spec.depends_on if self.tasks[d].status not in FINAL)
+        now = time.time()
         for st in self.tasks.values():
             if st.status == "deferred" and st.handle is not None:
                 self._to_track.append(st)
+            elif st.status == "retrying" and st.next_try_at is not None and st.next_try_at > now:
+                # resumed in its retry delay: wait for the rest of it, as the killed ork would have
+                self._retrying += 1
+                handle = asyncio.get_running_loop().call_later(st.next_try_at - now, self._post, "retry", st.spec.name)
+                self._timers.add(handle)
             elif st.status in ("queued", "running", "retrying"):
                 st.status = "pending"  # re-queued below; the attempt it had is over
                 self._enqueue(st)
@@ -817,6 +842,7 @@ class Scheduler:
             st.try_number = rec.try_number
             st.started_at = rec.started_at
             st.idempotency_key = rec.idempotency_key
+            st.uncertain_retries = rec.uncertain_retries
             if rec.status == "success":
                 self.outputs[name] = rec.output
             elif rec.status == "deferred" and rec.tracker and rec.handle is not None:
@@ -835,7 +861,8 @@ class Scheduler:
                 if rec.pgid:
                     recorded[name] = rec.pgid
             elif rec.status == "retrying":
-                st.resume_adopt = False
+                st.next_try_at = rec.next_try_at
+                st.resume_adopt = rec.adopt_first  # after an uncertain kickoff: same key, adopt first
         if recorded or any(rec.status == "running" for rec in storage_tasks.values()):
             self._end_leftovers(recorded)
 

@@ -100,6 +100,12 @@ def test_public_api_all_is_exact() -> None:
         assert hasattr(ork, name), name
 
 
+def test_kickoff_uncertain_is_public_and_a_task_error() -> None:
+    """Executors raise it like TaskError; `except TaskError` in user code still catches it."""
+    assert "KickoffUncertain" in ork.__all__
+    assert issubclass(ork.KickoffUncertain, ork.TaskError) and issubclass(ork.KickoffUncertain, ork.OrkError)
+
+
 def test_from_ork_import_executor_context_works() -> None:
     namespace: dict[str, object] = {}
     exec("from ork import executor, Context", namespace)

@@ -44,7 +44,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ork import Context, Deferred, JobStatus, executor, hookimpl
+from ork import Context, Deferred, JobStatus, KickoffUncertain, executor, hookimpl
 
 ORK_PLUGIN_API = ">=1,<2"
 
@@ -65,6 +65,7 @@ class FakeTask(BaseModel):
     poll_errors: int = 0
     break_batch: bool = False
     submit_delay: float = 0.0
+    lost_answers: int = 0
     poll_interval: float | None = None
     tracker: str = "fakejobs"
 
@@ -96,6 +97,8 @@ class FakeExecutor:
         log(self.root, "submit", key, job_id, os.getpid())
         if task.submit_delay:
             time.sleep(task.submit_delay)
+        if n < task.lost_answers:  # the service took the job; its answer never arrived
+            raise KickoffUncertain(f"submit {job_id}: no answer")
         return handle_for(job_id, task)
 
     def adopt(self, key: str, ctx: Context) -> Deferred | None:
@@ -353,6 +356,35 @@ def test_timeout_spans_the_deferral_cancels_the_job_and_a_retry_gets_a_new_key(f
     assert len(submits) == 2 and submits[0] != submits[1] and submits[1] == stuck.idempotency_key
     assert sorted(w[1] for w in fake.events("cancel")) == sorted(f"{k}.0" for k in submits)
     assert fake.events("poll") == []
+
+
+def test_an_uncertain_submit_is_retried_under_the_same_key_and_adopted(fake: Fake) -> None:
+    result, run = run_inline(fake, {"t": {"lost_answers": 1, "retries": 1}})
+    assert result.status == "success", run.tasks["t"].error
+    key = run.tasks["t"].idempotency_key
+    assert fake.events("submit")[0][1:3] == [key, f"{key}.0"] and len(fake.events("submit")) == 1
+    assert [words[1] for words in fake.events("adopt")] == [key]
+    assert run.tasks["t"].output["job"] == f"{key}.0" and run.tasks["t"].try_number == 1
+
+
+def test_an_uncertain_submit_without_adopt_is_sent_again_with_the_same_key(fake: Fake) -> None:
+    fake.configure(adopt=False)
+    result, run = run_inline(fake, {"t": {"lost_answers": 1, "retries": 1}})
+    assert result.status == "success", run.tasks["t"].error
+    key = run.tasks["t"].idempotency_key
+    assert [words[1:3] for words in fake.events("submit")] == [[key, f"{key}.0"], [key, f"{key}.1"]]
+
+
+def test_uncertain_submits_spend_the_retries(fake: Fake) -> None:
+    fake.configure(adopt=False)
+    result, run = run_inline(fake, {"t": {"lost_answers": 9, "retries": 2}})
+    assert result.status == "failed" and run.tasks["t"].attempt == 3 and run.tasks["t"].try_number == 1
+    assert run.tasks["t"].error is not None and run.tasks["t"].error.startswith("submit ")
+    storage = fake.storage()
+    attempts = storage.attempts(run.id)
+    storage.close()
+    assert [(a.try_number, a.status) for a in attempts] == [(1, "failed")] * 3
+    assert all("kickoff uncertain" in (a.error or "") for a in attempts[:2])
 
 
 def test_unknown_tracker_fails_that_task_not_the_run(fake: Fake) -> None:

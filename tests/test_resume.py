@@ -260,3 +260,48 @@ def test_a_reused_pid_is_not_a_live_owner(chain: Path) -> None:
     _, err = resumed.communicate(timeout=60)
     assert resumed.returncode == 0, err
     assert statuses(db) == {"a": "success"}
+
+
+FLAKY = '''
+from pathlib import Path
+
+def once_then_ok(marker: str) -> str:
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("failed once")
+        raise RuntimeError("first attempt fails")
+    return "ok"
+'''
+
+
+def test_resume_during_a_retry_delay_waits_for_the_rest_of_it(project: Path) -> None:
+    """A task waiting for its retry when ork was killed is retried at next_try_at, not at once."""
+    write(project / "flaky.py", FLAKY)
+    write(project / "wf.yaml", f"""
+        name: patient
+        tasks:
+          t:
+            file: flaky.py
+            function: once_then_ok
+            inputs: {{marker: "{project / 'marker'}"}}
+            retries: 1
+            retry_delay: 6
+        """)
+    proc = ork_subprocess(["run", "wf.yaml"], cwd=project)
+    db = project / ".ork" / "ork.db"
+    wait_for(lambda: statuses(db).get("t") == "retrying")
+    kill(proc)
+    storage = SQLiteStorage(f"sqlite:///{db}")
+    (run,) = storage.list_runs()
+    due = storage.get_run(run.id).tasks["t"].next_try_at
+    storage.close()
+    assert due is not None
+
+    resumed = ork_subprocess(["resume"], cwd=project)
+    _, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, err
+    storage = SQLiteStorage(f"sqlite:///{db}")
+    record = storage.get_run(run.id).tasks["t"]
+    storage.close()
+    assert record.status == "success" and record.attempt == 2 and record.try_number == 2
+    assert record.started_at is not None and record.started_at >= due

@@ -40,6 +40,8 @@ TASK_FIELDS = frozenset(
         "last_poll_error",
         "poll_failures",
         "pgid",
+        "uncertain_retries",
+        "adopt_first",
     }
 )
 RUN_FIELDS = frozenset({"status", "started_at", "finished_at", "pid", "error"})
@@ -114,6 +116,11 @@ class TaskRecord:
     last_poll_error: str | None = None
     poll_failures: int = 0
     pgid: int | None = None
+    next_try_at: float | None = None
+    uncertain_retries: int = 0
+    """Retries that repeated their try because the kickoff may have reached the service."""
+    adopt_first: bool = False
+    """The next attempt keeps the try (and idempotency key) and calls ``adopt`` before ``run``."""
 
     @property
     def duration(self) -> float | None:

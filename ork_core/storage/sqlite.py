@@ -80,6 +80,11 @@ _MIGRATIONS: list[str] = [
     UPDATE runs SET owner = '/' || pid || '/'
         WHERE pid IS NOT NULL AND status NOT IN ('success', 'failed', 'cancelled');
     """,
+    # 3: KickoffUncertain: a retry that keeps its try, and the adopt it owes, survive a crash
+    """
+    ALTER TABLE tasks ADD COLUMN uncertain_retries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN adopt_first INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -344,7 +349,8 @@ class SQLiteStorage(Storage):
     )
     _TASK_COLS = (
         "run_id, name, executor, status, attempt, try_number, started_at, finished_at, output, error, idempotency_key,"
-        " tracker, handle, link, external_id, deferred_at, last_poll_at, last_poll_error, poll_failures, pgid"
+        " tracker, handle, link, external_id, deferred_at, last_poll_at, last_poll_error, poll_failures, pgid,"
+        " next_try_at, uncertain_retries, adopt_first"
     )
 
     @staticmethod
@@ -355,6 +361,7 @@ class SQLiteStorage(Storage):
             error=row[9], idempotency_key=row[10], tracker=row[11],
             handle=json.loads(row[12]) if row[12] is not None else None, link=row[13], external_id=row[14],
             deferred_at=row[15], last_poll_at=row[16], last_poll_error=row[17], poll_failures=row[18], pgid=row[19],
+            next_try_at=row[20], uncertain_retries=row[21], adopt_first=bool(row[22]),
         )
 
     def get_run(self, run_id: str) -> RunRecord:

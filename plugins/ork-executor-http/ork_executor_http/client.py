@@ -27,16 +27,21 @@ from ork_executor_http.credentials import redact_url
 
 _SNIPPET = 300
 SHARD = 4
+_MAYBE_SENT = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.DecodingError)
+"""Failures after the request (or part of it) left: the service may have acted on it.
+A connect or pool timeout, or a refused connection, means it was never sent."""
 
 
 class HttpError(TaskError):
     """A request failed, timed out, or got a response the task does not accept."""
 
-    def __init__(self, message: str, *, method: str, url: str, status: int | None = None) -> None:
+    def __init__(self, message: str, *, method: str, url: str, status: int | None = None, maybe_sent: bool = False) -> None:
         super().__init__(message)
         self.method = method
         self.url = url
         self.status = status
+        self.maybe_sent = maybe_sent
+        """No answer came, but the request may have reached the service (a read timeout, a reset)."""
 
 
 class HttpTimeout(HttpError):
@@ -124,16 +129,20 @@ class HttpClient:
                     return await self._pools[pool].send(request)
                 finally:
                     self._busy[pool] -= 1
-        except httpx.TimeoutException:
+        except httpx.TimeoutException as exc:
             shown = redact_url(str(request.url))
             raise HttpTimeout(
                 f"{what}: {method} {shown} got no response within {self.config.timeout:g}s (the executor's timeout)",
                 method=method,
                 url=shown,
+                maybe_sent=isinstance(exc, _MAYBE_SENT),
             ) from None
         except httpx.HTTPError as exc:
             shown = redact_url(str(request.url))
-            raise HttpError(f"{what}: {method} {shown} failed: {type(exc).__name__}: {exc}", method=method, url=shown) from None
+            raise HttpError(
+                f"{what}: {method} {shown} failed: {type(exc).__name__}: {exc}", method=method, url=shown,
+                maybe_sent=isinstance(exc, _MAYBE_SENT),
+            ) from None
 
     @staticmethod
     def expect(response: httpx.Response, accept: list[int], *, what: str) -> None:

@@ -8,11 +8,12 @@ instead of starting another one.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
-from ork import Context, Deferred, TaskError, executor, load_task_config
-from ork_executor_http.client import HttpClient, elapsed_ms
+from ork import Context, Deferred, KickoffUncertain, TaskError, executor, load_task_config
+from ork_executor_http.client import HttpClient, HttpError, elapsed_ms
 from ork_executor_http.config import HttpAsyncTask, HttpConfig, HttpTask
 from ork_executor_http.credentials import redact_url
 from ork_executor_http.jsonpath import get_path
@@ -24,6 +25,8 @@ from ork_executor_http.rendering import (
 )
 
 TRACKER = "http_async"
+GATEWAY_STATUSES = frozenset({502, 504})
+"""A gateway's answer that the service behind it did not give: the kickoff may have arrived."""
 
 
 class _Base:
@@ -62,7 +65,8 @@ class HttpExecutor(_Base):
 
     async def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> Any:
         task = load_task_config(HttpTask, config_file, ctx)
-        request = prepare(task, template_variables(ctx, upstream), ctx, upstream)
+        # in a thread: rendering may take long, and `run` is on ork's loop with every task's deadline
+        request = await asyncio.to_thread(prepare, task, template_variables(ctx, upstream), ctx, upstream)
         response = await self._send(request, ctx, what="request")
         self.http.expect(response, task.accept_status, what="request")
         if task.output_path is None and not response.content:
@@ -78,7 +82,9 @@ class HttpAsyncExecutor(_Base):
     """Start a job with a kickoff request, then let ork poll its status URL until it ends.
 
     The kickoff carries ork's idempotency key (header ``Idempotency-Key`` by default), which
-    stays the same when ork restarts and changes only when the task is retried.
+    stays the same when ork restarts and changes only when the task is retried. A kickoff
+    that may have arrived without an answer (read timeout, reset, 502/504) raises
+    `KickoffUncertain`: the retry keeps the key and first asks ``lookup_url`` for the job.
     """
 
     def __init__(self, config: HttpConfig) -> None:
@@ -87,9 +93,14 @@ class HttpAsyncExecutor(_Base):
     async def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> Deferred:
         task = load_task_config(HttpAsyncTask, config_file, ctx)
         variables = template_variables(ctx, upstream)
-        request = prepare(task, variables, ctx, upstream)
-        response = await self._send(request, ctx, what="kickoff")
-        self.http.expect(response, task.accept_status, what="kickoff")
+        request = await asyncio.to_thread(prepare, task, variables, ctx, upstream)  # off the loop, as above
+        try:
+            response = await self._send(request, ctx, what="kickoff")
+            self.http.expect(response, task.accept_status, what="kickoff")
+        except HttpError as exc:
+            if exc.maybe_sent or exc.status in GATEWAY_STATUSES:  # the job may exist: same key, adopt first
+                raise KickoffUncertain(f"{exc}; the kickoff may have reached the service") from None
+            raise
         document = self.http.json_of(response, what="kickoff")
         run_id = get_path(document, task.run_id_path, what=f"run_id_path {task.run_id_path!r}")
         deferred = self._deferred(task, variables, run_id, ctx)

@@ -149,3 +149,14 @@ def test_bad_executor_config_names_the_field(proj: HttpProject) -> None:
     assert code == 1
     assert "executors.api.config.base_url" in err and "must start with http:// or https://" in err
     assert TOKEN not in out + err
+
+
+def test_a_heavy_template_does_not_time_out_other_requests(proj: HttpProject) -> None:
+    """`run` is async, on ork's loop: rendering there let other tasks' deadlines run out."""
+    heavy = "{% for i in range(100000) %}{% for j in range(500) %}{% endfor %}{% endfor %}rendered"  # seconds
+    tasks = {"heavy": {"executor": "api", "method": "post", "url": "/echo", "body": {"text": heavy}, "output_path": "json.text"}}
+    tasks |= {f"q{i}": {"executor": "api", "url": f"/echo/{i}", "timeout": 1} for i in range(6)}
+    result, run = proj.run(tasks)
+    errors = {name: t.error for name, t in run.tasks.items() if t.status != "success"}
+    assert result.status == "success", errors
+    assert run.tasks["heavy"].output == "rendered"

@@ -100,3 +100,56 @@ def test_many_jobs_share_one_connection_pool_and_batches(proj: HttpProject) -> N
     assert result.status == "success"
     rec = proj.server.recorder
     assert rec.kickoffs == 60 and all(job.status_requests == 3 for job in rec.jobs.values())
+
+
+def test_kickoff_that_times_out_after_arriving_is_adopted_on_the_retry_not_sent_again(proj: HttpProject) -> None:
+    """The server accepts the job, then answers after the client gave up: one job, not two."""
+    proj.configure(timeout=1)
+    lookup = "/jobs?key={{ ork.idempotency_key }}"
+    result, run = proj.run({"query": job_task(job={"delay": 30, "polls": 1}, lookup_url=lookup, retries=1)})
+    assert result.status == "success", run.tasks["query"].error
+    rec = proj.server.recorder
+    assert rec.kickoffs == 1 and list(rec.jobs) == ["r1"]
+    query = run.tasks["query"]
+    assert query.output == {"rows": 42, "job": "r1"} and query.attempt == 2 and query.try_number == 1
+    assert rec.jobs["r1"].key == query.idempotency_key
+    storage = proj.storage()
+    first, second = storage.attempts(run.id)
+    storage.close()
+    assert (first.status, first.try_number, second.status, second.try_number) == ("failed", 1, "success", 1)
+    assert first.error is not None
+    assert first.error.startswith(f"kickoff: POST {proj.server.url}/jobs got no response within 1s")
+    assert "kickoff uncertain" in first.error and query.idempotency_key in first.error
+
+
+def test_kickoff_that_times_out_without_a_lookup_url_is_resent_with_the_same_key(proj: HttpProject) -> None:
+    proj.configure(timeout=1)
+    result, run = proj.run({"query": job_task(job={"delay": 30, "polls": 1}, retries=1)})
+    assert result.status == "success", run.tasks["query"].error
+    rec = proj.server.recorder
+    assert rec.kickoffs == 2 and list(rec.jobs) == ["r1"]  # the server deduplicated by key
+    assert run.tasks["query"].try_number == 1
+
+
+def test_a_gateway_error_on_kickoff_is_uncertain_and_spends_the_retries(proj: HttpProject) -> None:
+    lookup = "/jobs?key={{ ork.idempotency_key }}"
+    result, run = proj.run({"query": job_task(url="/status/502", lookup_url=lookup, retries=2)})
+    assert result.status == "failed" and run.tasks["query"].attempt == 3
+    rec = proj.server.recorder
+    assert rec.count("POST /status") == 3 and rec.count("GET /jobs") == 2  # each retry looked up first
+    assert {h.get("idempotency-key") for h in rec.headers if h.get("idempotency-key")} == {run.tasks["query"].idempotency_key}
+    assert "502 Bad Gateway" in (run.tasks["query"].error or "")
+
+
+def test_a_kickoff_that_surely_did_not_arrive_is_an_ordinary_failure(proj: HttpProject) -> None:
+    """Connection refused: nothing reached a service, so the retry is a new try with a new key."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # nothing listens here once the socket is closed
+    lookup = "/jobs?key={{ ork.idempotency_key }}"
+    result, run = proj.run({"query": job_task(url=f"http://127.0.0.1:{closed}/jobs", lookup_url=lookup, retries=1)})
+    assert result.status == "failed" and run.tasks["query"].try_number == 2
+    assert "ConnectError" in (run.tasks["query"].error or "") and "uncertain" not in (run.tasks["query"].error or "")
+    assert proj.server.recorder.count("GET /jobs") == 0  # no lookup: nothing to adopt

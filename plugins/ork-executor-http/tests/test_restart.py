@@ -89,6 +89,37 @@ def test_kill_9_mid_kickoff_without_lookup_resends_the_same_idempotency_key(
     assert rec.kickoffs == 2 and list(rec.jobs) == ["r1"]  # the server deduplicated by key
 
 
+def test_kill_9_while_retrying_an_uncertain_kickoff_then_resume_still_adopts_the_job(
+    proj: HttpProject, procs: list[subprocess.Popen[str]]
+) -> None:
+    """The kickoff timed out on the client after the server took the job; ork dies before the retry."""
+    proj.configure(timeout=1)
+    lookup = "/jobs?key={{ ork.idempotency_key }}"
+    proj.workflow({"query": job_task(job={"delay": 30, "polls": 1}, lookup_url=lookup, retries=1, retry_delay=3)})
+    rec = proj.server.recorder
+    proc = proj.ork("run", "wf.yaml")
+    procs.append(proc)
+
+    def retrying() -> bool:
+        storage = proj.storage()
+        try:
+            runs = storage.list_runs()
+            return bool(runs) and storage.get_run(runs[0].id).tasks["query"].status == "retrying"
+        finally:
+            storage.close()
+
+    wait_until(retrying, what="the uncertain kickoff to be committed as retrying")
+    _kill(proc)
+    code, out, err = proj.ork_done("resume")
+    assert code == 0, out + err
+    assert rec.kickoffs == 1 and list(rec.jobs) == ["r1"]
+    storage = proj.storage()
+    (run,) = storage.list_runs()
+    record = storage.get_run(run.id)
+    storage.close()
+    assert record.tasks["query"].output == {"rows": 42, "job": "r1"} and record.tasks["query"].try_number == 1
+
+
 def test_ctrl_c_is_a_user_cancel_and_cancels_the_job(proj: HttpProject, procs: list[subprocess.Popen[str]]) -> None:
     proj.workflow({"query": job_task(job={"outcome": "forever"})})
     rec = proj.server.recorder

@@ -1,6 +1,7 @@
 """The ``process`` executor: a local command (or script) as a task, owning its process tree.
 
-``run`` is a coroutine that awaits the command on ork's event loop (no thread per task). The
+``run`` is a coroutine that awaits the command on ork's event loop (no thread per task;
+only a task with templates renders them in a thread, off the loop). The
 command leads its own session; a timeout or Ctrl-C cancels the coroutine, and the tree is
 ended — SIGTERM, ``grace_period``, SIGKILL, checked through /proc — before the task is
 marked failed or cancelled. The group id is committed to storage while the command runs, so
@@ -18,8 +19,8 @@ import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from ork import Context, TaskError, executor, load_task_config
 from ork_core.proctree import Completed, TreeProcess, task_markers, tree_alive
@@ -32,6 +33,8 @@ from ork_executor_process.results import (
     read_output_file,
 )
 from ork_executor_process.streams import OutputRecorder
+
+T = TypeVar("T")
 
 
 def template_variables(ctx: Context, upstream: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,6 +59,18 @@ def _render(value: Any, variables: Mapping[str, Any], ctx: Context, key: str) ->
     from ork_core.templating import render_value
 
     return render_value(value, variables, source=f"tasks.{ctx.task_name}.{key}")
+
+
+async def _off_loop(templated: bool, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in a thread when the task has templates, else right here.
+
+    A template may take long to render (loops, big upstream outputs), and `run` is on ork's
+    event loop, where every other task's deadline runs: rendering there timed them out.
+    A task without templates costs no thread hop.
+    """
+    if templated:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
 
 
 def _script_argv(task: ProcessTask, ctx: Context, variables: Mapping[str, Any]) -> list[str]:
@@ -157,14 +172,15 @@ class ProcessExecutor:
     async def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> Any:  # noqa: B006 - the executor contract
         task = load_task_config(ProcessTask, config_file, ctx)
         variables = template_variables(ctx, upstream)
-        argv = _argv(task, ctx, variables)
+        templated = _has_template([task.command, task.script, task.args, task.cwd, ctx.env])
+        argv = await _off_loop(templated, _argv, task, ctx, variables)
         cwd = ctx.workflow_dir
         if task.cwd is not None:
-            raw_cwd = str(_render(task.cwd, variables, ctx, "cwd"))
+            raw_cwd = str(await _off_loop(templated, _render, task.cwd, variables, ctx, "cwd"))
             cwd = ctx.resolve(raw_cwd)
             if not cwd.is_dir():
                 raise TaskError(f"tasks.{ctx.task_name}.cwd: {raw_cwd!r} ({cwd}) is not a directory")
-        env = self._env(task, ctx, variables)
+        env = await _off_loop(templated, self._env, task, ctx, variables)
         recorder = OutputRecorder(
             ctx,
             encoding=task.encoding,

@@ -285,3 +285,39 @@ def test_long_lines_are_logged_in_pieces(project: Path) -> None:
     assert result.ok, result.describe()
     pieces = [line for line in result.logs if line.startswith("é")]
     assert "".join(pieces) == "é" * 100000 and all(len(p.encode()) <= 1000 for p in pieces)
+
+
+# -- templates and other tasks' timeouts -------------------------------------------------------------
+
+
+def test_a_heavy_template_does_not_time_out_other_tasks(project: Path) -> None:
+    """Rendering happened on ork's event loop, so other tasks' deadlines ran out meanwhile."""
+    import os
+    import subprocess
+    import textwrap
+
+    from ork_core.storage.sqlite import SQLiteStorage
+
+    heavy = "{% for i in range(100000) %}{% for j in range(500) %}{% endfor %}{% endfor %}rendered"  # ~3 s here
+    quick = "".join(f"  q{i}: {{executor: process, command: ['true'], timeout: 1}}\n" for i in range(6))
+    (project / "ork.yaml").write_text("executors: {}\n")
+    (project / "wf.yaml").write_text(
+        textwrap.dedent(f"""\
+        name: w
+        tasks:
+          heavy: {{executor: process, command: [echo, "{heavy}"]}}
+        """) + quick
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORK_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "ork_core", "run", "wf.yaml"], cwd=project, env=env, capture_output=True, text=True,
+        timeout=120,
+    )
+    storage = SQLiteStorage(f"sqlite:///{project / '.ork' / 'ork.db'}")
+    try:
+        (run,) = storage.list_runs()
+        tasks = storage.get_run(run.id).tasks
+    finally:
+        storage.close()
+    errors = {name: t.error for name, t in tasks.items() if t.status != "success"}
+    assert done.returncode == 0 and not errors, (errors, done.stdout[-2000:], done.stderr[-2000:])
