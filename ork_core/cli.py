@@ -342,11 +342,22 @@ def run(env: Env, workflow: Path, params: tuple[str, ...], concurrency: int | No
 
 
 def _execute(execute: Any, scheduler: Any, run_id: str, **kwargs: Any) -> Any:
+    """Run to the end; a signal stops ork resumably and exits 128 + its number (130 for Ctrl-C)."""
     try:
-        return execute(scheduler, **kwargs)
+        result = execute(scheduler, **kwargs)
     except KeyboardInterrupt:
         click.echo(f"\nstopped; the run can continue with: ork resume {run_id}", err=True)
         sys.exit(130)
+    if result.status == "stopped":
+        import signal
+
+        name = signal.Signals(result.signal).name if result.signal else "a signal"
+        for error in result.errors:
+            click.echo(f"warning: {error}", err=True)
+        scheduler.storage.close()
+        click.echo(f"\nstopped by {name}; the run can continue with: ork resume {run_id}", err=True)
+        sys.exit(128 + (result.signal or 2))
+    return result
 
 
 def _finish(env: Env, storage: Any, result: Any, reporter: Any) -> None:

@@ -32,7 +32,7 @@ from ork_core.deferred import Deferred, JobState
 from ork_core.errors import OrkError, StorageError, TaskError, TaskSkipped
 from ork_core.executors import ExecutorManager
 from ork_core.plugins import Plugins
-from ork_core.proctree import RUN_MARKER, end_group, group_members, marked_processes
+from ork_core.proctree import KILL_WAIT, RUN_MARKER, end_group, group_members, marked_processes, signal_group
 from ork_core.project import Project
 from ork_core.storage.base import FINAL_TASK_STATUSES, LogLine, Metric, RunUpdate, Storage, TaskUpdate
 from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
@@ -133,6 +133,12 @@ class RunResult:
     run_id: str
     status: str
     errors: list[str] = field(default_factory=list)
+    signal: int | None = None
+    """The signal that stopped the run (status ``stopped``): the CLI exits with 128 + it."""
+
+
+STOPPED = "stopped"
+"""The run's status after a signal stopped ork: not final, `ork resume` continues it."""
 
 
 def new_run_id() -> str:
@@ -244,6 +250,10 @@ class Scheduler:
         self._pending_task_update: dict[str, TaskUpdate] = {}
         self._groups: dict[str, tuple[int, int]] = {}
         self._group_flush: asyncio.TimerHandle | None = None
+        self._stop_signal: int | None = None
+        """Set by the first SIGINT/SIGTERM/SIGHUP: end local trees, leave the run resumable."""
+        self._stop_now = False
+        """Set by a second signal: SIGKILL what is left and leave the loop at once."""
 
     # -- state changes (buffered, committed by _commit) ----------------------------------
 
@@ -334,7 +344,7 @@ class Scheduler:
 
     def _dispatch(self) -> None:
         """Move queued tasks to running while there is capacity overall and per executor."""
-        if self._cancelling:
+        if self._cancelling or self._stop_signal is not None:
             return
         progressed = True
         while progressed and self._running < self.limit:
@@ -390,11 +400,12 @@ class Scheduler:
         if kind == "done":
             name, attempt, outcome = payload
             st = self.tasks[name]
-            if st.attempt != attempt or st.status != "running":
+            if st.attempt != attempt or st.status != "running" or st.runner is None:
                 return
             st.runner = None
             self._release(st)
-            self._apply_outcome(st, outcome)
+            if outcome.status != STOPPED:  # a stopped attempt stays `running`: `ork resume` adopts or reruns it
+                self._apply_outcome(st, outcome)
         elif kind == "retry":
             st = self.tasks[payload]
             if st.status == "retrying":
@@ -404,6 +415,8 @@ class Scheduler:
             self._job_event(payload)
         elif kind == "cancel":
             self._cancel_all()
+        elif kind == "stop":
+            self._stop_all(payload)
         elif kind == "groups":
             self._commit_groups()
 
@@ -573,8 +586,13 @@ class Scheduler:
                 outcome = Outcome("success", output=to_output(result, self.executors.resolved(spec.executor).spec.output_model))
         except asyncio.CancelledError:
             ctx.cancel_event.set()
-            await self._cancel_executor(executor, ctx)
-            outcome = Outcome("cancelled", error="cancelled")
+            if self._stop_signal is not None:
+                # ork is stopping, not the user cancelling: local trees end with the cancellation
+                # (and `_end_local_trees` confirms it); remote work is left for `ork resume` to adopt
+                outcome = Outcome(STOPPED)
+            else:
+                await self._cancel_executor(executor, ctx)
+                outcome = Outcome("cancelled", error="cancelled")
             self._post("done", (spec.name, attempt, outcome))
             raise
         except Exception as exc:
@@ -590,7 +608,11 @@ class Scheduler:
 
     def _runner_done(self, name: str, attempt: int, runner: asyncio.Task[None]) -> None:
         """A safety net: an attempt whose coroutine died without reporting must not hang the run."""
-        if runner.cancelled() or runner.exception() is None:
+        if runner.cancelled():
+            if self._stop_signal is not None:  # cancelled before it ran a step: it posted nothing
+                self._post("done", (name, attempt, Outcome(STOPPED)))
+            return
+        if runner.exception() is None:
             return
         exc = runner.exception()
         self._post("done", (name, attempt, Outcome("failed", error=f"internal error in ork: {type(exc).__name__}: {exc}")))
@@ -648,6 +670,59 @@ class Scheduler:
         """Thread- and signal-safe: ask the loop to cancel the run."""
         if self._events is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._post, "cancel", None)
+
+    def request_stop(self, signum: int) -> None:
+        """Signal-safe: stop ork, leaving the run resumable (SIGINT, SIGTERM, SIGHUP).
+
+        Unlike a cancel, nothing is recorded as final and deferred external jobs are left
+        running (a restart must not cancel a BigQuery job); the local process trees of
+        running tasks are ended. A second call stops faster: SIGKILL, no waiting.
+        """
+        if self._events is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._post, "stop", signum)
+
+    def _stop_all(self, signum: int) -> None:
+        if self._stop_signal is not None:
+            self._stop_now = True
+            self._kill_local_trees()
+            return
+        self._stop_signal = signum
+        for handle in self._timers:
+            handle.cancel()  # a retrying task stays `retrying`: `ork resume` schedules it
+        for st in self.tasks.values():
+            if st.status == "running" and st.runner is not None:
+                if st.ctx is not None:
+                    st.ctx.cancel_event.set()
+                st.runner.cancel()
+        for q in self._ready.values():
+            q.clear()
+
+    def _kill_local_trees(self) -> None:
+        """SIGKILL every process that carries this run's id (the second signal: no grace)."""
+        for _, pgid in (marked_processes({RUN_MARKER: self.run_id}) or {}).values():
+            signal_group(pgid, signal.SIGKILL)
+
+    async def _end_local_trees(self) -> bool:
+        """Wait until no process of this run is left (through /proc); SIGKILL after the grace.
+
+        The trees end with their tasks' cancellation; this is the confirmation, and it also
+        covers an `isolation: process` child whose ending runs on after its task reported.
+        """
+        markers = {RUN_MARKER: self.run_id}
+        delay = 0.01
+        for grace in (0.0 if self._stop_now else self.kill_grace, KILL_WAIT):
+            deadline = time.monotonic() + grace
+            while True:
+                marked = marked_processes(markers)
+                if not marked:
+                    return True
+                if time.monotonic() >= deadline or self._stop_now:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+            for _, pgid in marked.values():
+                signal_group(pgid, signal.SIGKILL)
+        return not marked_processes(markers)
 
     def _cancel_all(self) -> None:
         if self._cancelling:
@@ -718,14 +793,19 @@ class Scheduler:
                     for st, error in zip(pending, cancel_errors):
                         self._finish(st, "cancelled", error=error or "run cancelled (the external job was cancelled)")
                     continue
-                if self._done():
+                if self._done() or self._stop_now or (self._stop_signal is not None and self._running == 0):
                     break
                 kind, payload = await self._events.get()
                 self._handle(kind, payload)
                 while not self._events.empty():
                     kind, payload = self._events.get_nowait()
                     self._handle(kind, payload)
-            status = self._final_status()
+            if self._stop_signal is not None:
+                status = STOPPED
+                if not await self._end_local_trees():
+                    errors.append("some processes of this run's tasks could not be ended; see `ps e | grep ORK_RUN_ID`")
+            else:
+                status = self._final_status()
         except BaseException:
             # an unexpected error in the loop itself: leave the run resumable, do not mark it final
             with contextlib.suppress(Exception):
@@ -737,6 +817,11 @@ class Scheduler:
             await self._triggerer.close()
             errors += await self.executors.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
+        if status == STOPPED:  # not final: no finished_at, no ork_run_finished; `ork resume` continues it
+            self._updates.append(RunUpdate(self.run_id, {"status": STOPPED}))
+            self._commit()
+            self.reporter.run_finished(self.run_id, status)
+            return RunResult(self.run_id, status, errors, signal=self._stop_signal)
         self._updates.append(RunUpdate(self.run_id, {"status": status, "finished_at": time.time()}))
         self._commit()
         self.reporter.run_finished(self.run_id, status)
@@ -812,25 +897,29 @@ class Scheduler:
             end_group(pgid, grace=self.kill_grace)
 
 
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+"""Signals that stop ork and leave the run resumable (`Scheduler.request_stop`)."""
+
+
 def _install_signal_handlers(loop: asyncio.AbstractEventLoop, scheduler: Scheduler) -> Callable[[], None]:
-    """Ctrl-C cancels the run cleanly (recorded as cancelled); a second Ctrl-C stops at once."""
+    """SIGINT, SIGTERM and SIGHUP stop the run, resumable; a second one stops faster.
+
+    The handlers only post an event to the loop, so the stop goes through `Scheduler.run`'s
+    normal end (state committed, executors closed, the run's claim released).
+    """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    pressed = {"n": 0}
-
-    def on_sigint() -> None:
-        pressed["n"] += 1
-        if pressed["n"] > 1:
-            raise KeyboardInterrupt
-        scheduler.request_cancel()
-
-    try:
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-    except (NotImplementedError, RuntimeError):
-        return lambda: None
+    installed: list[int] = []
+    for sig in STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(sig, scheduler.request_stop, sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        installed.append(sig)
 
     def remove() -> None:
-        loop.remove_signal_handler(signal.SIGINT)
+        for sig in installed:
+            loop.remove_signal_handler(sig)
 
     return remove
 
@@ -899,4 +988,4 @@ def _alive(pid: int) -> bool:
         return True
 
 
-__all__ = ["Reporter", "RunResult", "Scheduler", "StorageError", "coerce_params", "create_run", "execute", "resume_scheduler"]
+__all__ = ["STOPPED", "Reporter", "RunResult", "Scheduler", "StorageError", "coerce_params", "create_run", "execute", "resume_scheduler"]
