@@ -192,7 +192,8 @@ async def run_isolated_async(
             raise TaskError(str(err.get("message")))
         if err.get("traceback"):
             ctx.log.error("%s", str(err["traceback"]).rstrip())
-        raise TaskError(f"{label} raised {err.get('type')}: {err.get('message')}")
+        message = f": {err.get('message')}" if err.get("message") else ""
+        raise TaskError(f"{label} raised {err.get('type')}{message}")
     if completed.leftovers:
         ctx.log.warning("the function returned but left %d process(es) running; ork ended them", completed.leftovers)
     if replies.has_result and completed.returncode == 0:

@@ -141,6 +141,16 @@ STOPPED = "stopped"
 """The run's status after a signal stopped ork: not final, `ork resume` continues it."""
 
 
+def task_raised(exc: BaseException) -> str:
+    """The error text of a task that raised a BaseException (``SystemExit: 3``).
+
+    `SystemExit`, `KeyboardInterrupt`, `GeneratorExit` … from a task's code are the task's
+    failure, never an exit of ork: otherwise every `ork resume` would die the same way.
+    """
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} raised by the task"
+
+
 def new_run_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
@@ -604,6 +614,9 @@ class Scheduler:
                 outcome = Outcome("failed", error=f"timed out after {spec.timeout:g}s", timed_out=True)
             else:
                 outcome = self._failure(exc, ctx)
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt … raised by the task: its failure
+            ctx.log.error("%s", "".join(traceback.format_exception(exc)).rstrip())
+            outcome = Outcome("failed", error=task_raised(exc))
         self._post("done", (spec.name, attempt, outcome))
 
     def _runner_done(self, name: str, attempt: int, runner: asyncio.Task[None]) -> None:
@@ -661,7 +674,9 @@ class Scheduler:
             return
         try:
             await asyncio.wait_for(self._maybe_thread(cancel, ctx), timeout=self.kill_grace + 10)
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a SystemExit from an executor's cancel() must not end ork either
             ctx.log.warning("cancel() failed: %s: %s", type(exc).__name__, exc)
 
     # -- cancellation ---------------------------------------------------------------------------
