@@ -44,8 +44,11 @@ class Env:
 
     def project(self, start: Path | None = None) -> Any:
         from ork_core.project import Project
+        from ork_core.scratch import sweep
 
-        return Project.load(start or Path.cwd(), self.plugins)
+        project = Project.load(start or Path.cwd(), self.plugins)
+        sweep(project.dir)  # the scratch folders of killed ork processes
+        return project
 
     def storage(self, project: Any) -> Any:
         from ork_core.storage import open_storage, storage_url

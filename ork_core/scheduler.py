@@ -34,6 +34,7 @@ from ork_core.executors import ExecutorManager
 from ork_core.plugins import Plugins
 from ork_core.proctree import KILL_WAIT, RUN_MARKER, end_group, group_members, marked_processes, signal_group
 from ork_core.project import Project
+from ork_core.scratch import sweep as sweep_scratch
 from ork_core.storage.base import FINAL_TASK_STATUSES, LogLine, Metric, RunUpdate, Storage, TaskUpdate
 from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
 from ork_core.workers import DaemonPool, run_sync
@@ -781,6 +782,7 @@ class Scheduler:
             lambda event: self._post("job", event),
             poll_interval=self._poll_interval,
         )
+        sweep_scratch(self.project.dir)  # what killed ork processes left in .ork/tmp
         now = time.time()
         self._updates.append(RunUpdate(self.run_id, {"status": "running", "started_at": now, "pid": os.getpid(), "finished_at": None}))
         self.reporter.run_started(self.run_id, self.workflow, resumed)
