@@ -327,12 +327,15 @@ def run(env: Env, workflow: Path, params: tuple[str, ...], concurrency: int | No
     from ork_core.scheduler import Scheduler, coerce_params, create_run, execute
     from ork_core.workflow import load_workflow
 
+    started: list[str] = []
+    _stop_on_signals(started)
     with _errors(env):
         project = env.project(workflow.parent if str(workflow.parent) else Path.cwd())
         compiled = load_workflow(workflow, project)
         run_params = coerce_params(compiled, _parse_params(params))
         storage = env.storage(project)
         run_id = create_run(storage, compiled, run_params)
+        started.append(run_id)
     click.echo(f"run {run_id}")
     reporter = _reporter(quiet)
     scheduler = Scheduler(
@@ -344,6 +347,42 @@ def run(env: Env, workflow: Path, params: tuple[str, ...], concurrency: int | No
     _finish(env, storage, result, reporter)
 
 
+def _stop_on_signals(run_id: list[str]) -> None:
+    """Until the run loop takes the signals over, SIGINT/SIGTERM/SIGHUP exit soon, resumably.
+
+    No task of this ork has started then, and every state change is committed before it is
+    acted on, so exiting is safe once the processes a killed ork left for this run (a resume
+    ends them before it starts anything) are ended; the exit code is the loop's, 128 + it.
+    """
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        hint = f"; the run can continue with: ork resume {run_id[0]}" if run_id else ""
+        click.echo(f"\nstopped by {signal.Signals(signum).name}{hint}", err=True)
+        if run_id:  # a resume may have been ending what a killed ork left: finish that first
+            from ork_core.proctree import RUN_MARKER, end_group, marked_processes
+
+            for pgid in {pgid for _, pgid in (marked_processes({RUN_MARKER: run_id[0]}) or {}).values()}:
+                end_group(pgid)
+        sys.exit(128 + signum)
+
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # called in-process from another thread (tests): signals are not ours to take
+    previous = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            previous[getattr(signal, name)] = signal.signal(getattr(signal, name), stop)
+
+    def restore() -> None:  # the command ran in-process (tests): give the caller its handlers back
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+    click.get_current_context().call_on_close(restore)
+
+
 def _execute(execute: Any, scheduler: Any, run_id: str, **kwargs: Any) -> Any:
     """Run to the end; a signal stops ork resumably and exits 128 + its number (130 for Ctrl-C)."""
     try:
@@ -351,6 +390,7 @@ def _execute(execute: Any, scheduler: Any, run_id: str, **kwargs: Any) -> Any:
     except KeyboardInterrupt:
         click.echo(f"\nstopped; the run can continue with: ork resume {run_id}", err=True)
         sys.exit(130)
+    _stop_on_signals([] if result.status != "stopped" else [run_id])  # the loop gave the signals back
     if result.status == "stopped":
         import signal
 
@@ -381,6 +421,8 @@ def resume(env: Env, run_id: str | None, concurrency: int | None, force: bool, q
     """Continue a run whose process died (default: the latest unfinished run)."""
     from ork_core.scheduler import execute, resume_scheduler
 
+    started: list[str] = [run_id] if run_id else []
+    _stop_on_signals(started)
     with _errors(env):
         project = env.project()
         storage = env.storage(project)
@@ -389,6 +431,7 @@ def resume(env: Env, run_id: str | None, concurrency: int | None, force: bool, q
             if not unfinished:
                 _fail("no unfinished run to resume", 1)
             run_id = unfinished[0].id
+            started.append(run_id)
         reporter = _reporter(quiet)
         scheduler = resume_scheduler(
             project=project, plugins=env.plugins, storage=storage, run_id=run_id, reporter=reporter,

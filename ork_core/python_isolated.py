@@ -157,6 +157,10 @@ async def run_isolated_async(
     grace: float = DEFAULT_GRACE,
 ) -> Any:
     """Run the function in a child interpreter on the current loop; see `run_isolated`."""
+    if ctx.cancelled:
+        # the task was cancelled (or ork is stopping) while its thread was on the way here: a
+        # child started now could outlive ork's check that the run's processes are gone
+        raise TaskError("cancelled before the child interpreter started")
     interpreter = find_interpreter(python, ctx)
     replies = _Replies(ctx)
     tree = TreeProcess(
