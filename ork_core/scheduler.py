@@ -817,7 +817,7 @@ class Scheduler:
                 while not self._events.empty():
                     kind, payload = self._events.get_nowait()
                     self._handle(kind, payload)
-            if self._stop_signal is not None:
+            if self._stop_signal is not None and not self._done():  # (the last task may have ended meanwhile)
                 status = STOPPED
                 if not await self._end_local_trees():
                     errors.append("some processes of this run's tasks could not be ended; see `ps e | grep ORK_RUN_ID`")
