@@ -1,6 +1,7 @@
 """The ``ork`` command line. Errors print as one message; ``--debug`` shows the traceback.
 
-Exit codes: 0 success, 1 a run (or validation) failed, 2 the input was invalid.
+Exit codes: 0 success, 1 a run (or validation) failed, 2 the input was invalid, 128 + the
+signal when SIGINT (130), SIGTERM (143) or SIGHUP (129) stopped ``ork run`` / ``ork resume``.
 """
 
 from __future__ import annotations
