@@ -325,11 +325,11 @@ def _reporter(quiet: bool) -> Any:
 @pass_env
 def run(env: Env, workflow: Path, params: tuple[str, ...], concurrency: int | None, quiet: bool) -> None:
     """Run a workflow and wait for it to finish."""
+    started: list[str] = []
+    _stop_on_signals(started)  # first: the imports below take a while
     from ork_core.scheduler import Scheduler, coerce_params, create_run, execute
     from ork_core.workflow import load_workflow
 
-    started: list[str] = []
-    _stop_on_signals(started)
     with _errors(env):
         project = env.project(workflow.parent if str(workflow.parent) else Path.cwd())
         compiled = load_workflow(workflow, project)
@@ -420,10 +420,10 @@ def _finish(env: Env, storage: Any, result: Any, reporter: Any) -> None:
 @pass_env
 def resume(env: Env, run_id: str | None, concurrency: int | None, force: bool, quiet: bool) -> None:
     """Continue a run whose process died (default: the latest unfinished run)."""
+    started: list[str] = [run_id] if run_id else []
+    _stop_on_signals(started)  # first: the imports below take a while
     from ork_core.scheduler import execute, resume_scheduler
 
-    started: list[str] = [run_id] if run_id else []
-    _stop_on_signals(started)
     with _errors(env):
         project = env.project()
         storage = env.storage(project)

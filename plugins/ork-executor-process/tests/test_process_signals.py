@@ -176,3 +176,39 @@ def test_a_second_signal_stops_without_waiting_for_the_grace(project: Path, runs
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     db = project / ".ork" / "ork.db"
     assert rows(db, "SELECT status FROM runs") == [("success",)]
+
+
+def test_sigterm_while_resume_ends_a_killed_orks_leftovers(project: Path, runs: list[subprocess.Popen[str]]) -> None:
+    """Before its loop starts, `ork resume` ends what a killed ork left: a signal then still ends it all."""
+    (project / "stubborn.py").write_text(
+        "import pathlib, signal, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: pathlib.Path('termed').touch())  # survives SIGTERM\n"
+        "time.sleep(300)\n"
+    )
+    proc, run_id = start(project, f"""
+        name: leftovers
+        tasks:
+          stubborn:
+            executor: process
+            command: [sh, -c, 'if [ "$ORK_ATTEMPT" = 1 ]; then exec {sys.executable} stubborn.py; fi']
+        """, runs)
+    markers = {RUN_MARKER: run_id}
+    db = project / ".ork" / "ork.db"
+    wait_until(lambda: marked_processes(markers) and rows(db, "SELECT pgid FROM tasks")[0][0], "the task's group committed")
+    proc.kill()
+    proc.communicate()
+    assert marked_processes(markers), "the task outlives a killed ork"
+
+    resuming = subprocess.Popen([*ORK, "resume", "-q"], cwd=project, env=ork_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs.append(resuming)
+    wait_until(lambda: (project / "termed").exists(), "resume to send the leftover SIGTERM")  # it now waits the grace
+    resuming.send_signal(signal.SIGTERM)
+    out, err = resuming.communicate(timeout=60)
+    assert resuming.returncode == 143, out + err
+    assert f"ork resume {run_id}" in err
+    assert marked_processes(markers) == {}, "the leftover survived a stopped resume"
+
+    resumed = resume(project)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert rows(db, "SELECT status FROM runs") == [("success",)]
