@@ -9,7 +9,8 @@ again (`ork_core.testkit.crash.interrupt_at_random`). After every round, and at 
   O_APPEND log; a task that storage records as succeeded gains no line afterwards);
 - no process of the run is left (``/proc``, by the run id every task process carries) after
   a SIGTERM, and none at all at the end;
-- the external job was submitted once: one idempotency key, one kickoff, one job.
+- the external job was submitted once: one idempotency key, one kickoff, one job;
+- no scratch folder of a killed ork is left in ``.ork/tmp``.
 
 The seed is printed; ``ORK_CRASH_SEED=<seed>`` replays a run's choices.
 """
@@ -177,6 +178,8 @@ def test_kill_9_and_sigterm_at_random_moments_never_run_a_success_twice(
     statuses = dict(query(db, "SELECT name, status FROM tasks"))
     assert set(statuses.values()) == {"success"}, statuses
     assert marked_processes({RUN_MARKER: run_id}) == {}, "orphans of the run survived"
+    scratch = project / ".ork" / "tmp"
+    assert not scratch.exists() or list(scratch.iterdir()) == [], "scratch folders of killed orks leaked"
     executions = Counter(log.read_text().split())
     assert set(executions) == set(statuses) - {"job"}
     rec = server.recorder
