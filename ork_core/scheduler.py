@@ -926,17 +926,20 @@ def _install_signal_handlers(loop: asyncio.AbstractEventLoop, scheduler: Schedul
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    installed: list[int] = []
+    installed: dict[int, Any] = {}
     for sig in STOP_SIGNALS:
+        previous = signal.getsignal(sig)
         try:
             loop.add_signal_handler(sig, scheduler.request_stop, sig)
         except (NotImplementedError, RuntimeError, ValueError):
             continue
-        installed.append(sig)
+        installed[sig] = previous
 
     def remove() -> None:
-        for sig in installed:
+        for sig, previous in installed.items():
             loop.remove_signal_handler(sig)
+            if previous is not None:  # asyncio would leave the default action, not the caller's handler
+                signal.signal(sig, previous)
 
     return remove
 
