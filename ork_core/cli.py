@@ -1,7 +1,8 @@
 """The ``ork`` command line. Errors print as one message; ``--debug`` shows the traceback.
 
 Exit codes: 0 success, 1 a run (or validation) failed, 2 the input was invalid (or the state
-database could not be used, or another process executes the run).
+database could not be used, or another process executes the run), 128 + the signal when
+SIGINT (130), SIGTERM (143) or SIGHUP (129) stopped ``ork run`` / ``ork resume``.
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ class Env:
 
     def project(self, start: Path | None = None) -> Any:
         from ork_core.project import Project
+        from ork_core.scratch import sweep
 
-        return Project.load(start or Path.cwd(), self.plugins)
+        project = Project.load(start or Path.cwd(), self.plugins)
+        sweep(project.dir)  # the scratch folders of killed ork processes
+        return project
 
     def storage(self, project: Any) -> Any:
         from ork_core.storage import open_storage, storage_url
@@ -322,6 +326,8 @@ def _reporter(quiet: bool) -> Any:
 @pass_env
 def run(env: Env, workflow: Path, params: tuple[str, ...], concurrency: int | None, quiet: bool) -> None:
     """Run a workflow and wait for it to finish."""
+    started: list[str] = []
+    _stop_on_signals(started)  # first: the imports below take a while
     from ork_core.scheduler import Scheduler, coerce_params, create_run, execute
     from ork_core.workflow import load_workflow
 
@@ -331,6 +337,7 @@ def run(env: Env, workflow: Path, params: tuple[str, ...], concurrency: int | No
         run_params = coerce_params(compiled, _parse_params(params))
         storage = env.storage(project)
         run_id = create_run(storage, compiled, run_params, claim=True)
+        started.append(run_id)
     click.echo(f"run {run_id}")
     reporter = _reporter(quiet)
     scheduler = Scheduler(
@@ -342,12 +349,60 @@ def run(env: Env, workflow: Path, params: tuple[str, ...], concurrency: int | No
     _finish(env, storage, result, reporter)
 
 
+def _stop_on_signals(run_id: list[str]) -> None:
+    """Until the run loop takes the signals over, SIGINT/SIGTERM/SIGHUP exit soon, resumably.
+
+    No task of this ork has started then, and every state change is committed before it is
+    acted on, so exiting is safe once the processes a killed ork left for this run (a resume
+    ends them before it starts anything) are ended; the exit code is the loop's, 128 + it.
+    """
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        hint = f"; the run can continue with: ork resume {run_id[0]}" if run_id else ""
+        click.echo(f"\nstopped by {signal.Signals(signum).name}{hint}", err=True)
+        if run_id:  # a resume may have been ending what a killed ork left: finish that first
+            from ork_core.proctree import RUN_MARKER, end_group, marked_processes
+
+            for pgid in {pgid for _, pgid in (marked_processes({RUN_MARKER: run_id[0]}) or {}).values()}:
+                end_group(pgid)
+        sys.exit(128 + signum)
+
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # called in-process from another thread (tests): signals are not ours to take
+    previous = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            previous[getattr(signal, name)] = signal.signal(getattr(signal, name), stop)
+
+    def restore() -> None:  # the command ran in-process (tests): give the caller its handlers back
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+    click.get_current_context().call_on_close(restore)
+
+
 def _execute(execute: Any, scheduler: Any, run_id: str, **kwargs: Any) -> Any:
+    """Run to the end; a signal stops ork resumably and exits 128 + its number (130 for Ctrl-C)."""
     try:
-        return execute(scheduler, **kwargs)
+        result = execute(scheduler, **kwargs)
     except KeyboardInterrupt:
         click.echo(f"\nstopped; the run can continue with: ork resume {run_id}", err=True)
         sys.exit(130)
+    _stop_on_signals([] if result.status != "stopped" else [run_id])  # the loop gave the signals back
+    if result.status == "stopped":
+        import signal
+
+        name = signal.Signals(result.signal).name if result.signal else "a signal"
+        for error in result.errors:
+            click.echo(f"warning: {error}", err=True)
+        scheduler.storage.close()
+        click.echo(f"\nstopped by {name}; the run can continue with: ork resume {run_id}", err=True)
+        sys.exit(128 + (result.signal or 2))
+    return result
 
 
 def _finish(env: Env, storage: Any, result: Any, reporter: Any) -> None:
@@ -366,6 +421,8 @@ def _finish(env: Env, storage: Any, result: Any, reporter: Any) -> None:
 @pass_env
 def resume(env: Env, run_id: str | None, concurrency: int | None, force: bool, quiet: bool) -> None:
     """Continue a run whose process died (default: the latest unfinished run)."""
+    started: list[str] = [run_id] if run_id else []
+    _stop_on_signals(started)  # first: the imports below take a while
     from ork_core.scheduler import execute, resume_scheduler
 
     with _errors(env):
@@ -376,6 +433,7 @@ def resume(env: Env, run_id: str | None, concurrency: int | None, force: bool, q
             if not unfinished:
                 _fail("no unfinished run to resume", 1)
             run_id = unfinished[0].id
+            started.append(run_id)
         reporter = _reporter(quiet)
         scheduler = resume_scheduler(
             project=project, plugins=env.plugins, storage=storage, run_id=run_id, reporter=reporter,

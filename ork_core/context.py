@@ -175,6 +175,17 @@ class Context:
         self.artifact_dir.mkdir(parents=True, exist_ok=True)
         return self.artifact_dir
 
+    def ensure_scratch_dir(self) -> Path:
+        """This ork process's private folder for files needed only while it runs (mode 0700).
+
+        ``.ork/tmp/<pid>-<start time>/`` in the project, shared by every task of the process:
+        name files by run, task and attempt. Removed when ork exits normally, and by the next
+        ork that starts in the project when this one was killed (see `ork_core.scratch`).
+        """
+        from ork_core.scratch import scratch_dir
+
+        return scratch_dir(self.project_dir)
+
     def resolve(self, path: str | Path) -> Path:
         """A path from the workflow, relative to the workflow file's folder."""
         p = Path(path)

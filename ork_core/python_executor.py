@@ -193,7 +193,9 @@ def call(prepared: _Prepared, inputs: dict[str, Any], ctx: Context, upstream: di
         if ctx.loop is None:
             result = asyncio.run(prepared.func(**kwargs))
         else:
-            result = asyncio.run_coroutine_threadsafe(prepared.func(**kwargs), ctx.loop).result()
+            ok, result = asyncio.run_coroutine_threadsafe(_contained(prepared.func(**kwargs)), ctx.loop).result()
+            if not ok:
+                raise result
     else:
         result = prepared.func(**kwargs)
     if prepared.returns is not None:
@@ -203,6 +205,21 @@ def call(prepared: _Prepared, inputs: dict[str, Any], ctx: Context, upstream: di
         except ValidationError as exc:
             raise TaskError(f"{prepared.label} returned a value that does not match its annotation: {_short(exc)}") from None
     return result
+
+
+async def _contained(coro: typing.Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
+    """Await a task's coroutine on ork's loop, handing whatever it raises back as a value.
+
+    asyncio re-raises a `SystemExit` or `KeyboardInterrupt` of a Task out of the event loop,
+    which would end ork; returned here, it is raised in the task's worker thread instead and
+    fails the task like any other exception.
+    """
+    try:
+        return True, await coro
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - re-raised in the worker thread
+        return False, exc
 
 
 def _short(exc: ValidationError) -> str:

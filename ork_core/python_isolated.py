@@ -157,6 +157,10 @@ async def run_isolated_async(
     grace: float = DEFAULT_GRACE,
 ) -> Any:
     """Run the function in a child interpreter on the current loop; see `run_isolated`."""
+    if ctx.cancelled:
+        # the task was cancelled (or ork is stopping) while its thread was on the way here: a
+        # child started now could outlive ork's check that the run's processes are gone
+        raise TaskError("cancelled before the child interpreter started")
     interpreter = find_interpreter(python, ctx)
     replies = _Replies(ctx)
     tree = TreeProcess(
@@ -192,7 +196,8 @@ async def run_isolated_async(
             raise TaskError(str(err.get("message")))
         if err.get("traceback"):
             ctx.log.error("%s", str(err["traceback"]).rstrip())
-        raise TaskError(f"{label} raised {err.get('type')}: {err.get('message')}")
+        message = f": {err.get('message')}" if err.get("message") else ""
+        raise TaskError(f"{label} raised {err.get('type')}{message}")
     if completed.leftovers:
         ctx.log.warning("the function returned but left %d process(es) running; ork ended them", completed.leftovers)
     if replies.has_result and completed.returncode == 0:

@@ -33,8 +33,9 @@ from ork_core.errors import KickoffUncertain, OrkError, RunClaimedError, Storage
 from ork_core.executors import ExecutorManager
 from ork_core.ownership import Owner
 from ork_core.plugins import Plugins
-from ork_core.proctree import RUN_MARKER, end_group, group_members, marked_processes
+from ork_core.proctree import KILL_WAIT, RUN_MARKER, end_group, group_members, marked_processes, signal_group
 from ork_core.project import Project
+from ork_core.scratch import sweep as sweep_scratch
 from ork_core.storage.base import FINAL_TASK_STATUSES, LogLine, Metric, RunUpdate, Storage, TaskUpdate
 from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
 from ork_core.workers import DaemonPool, run_sync
@@ -154,6 +155,22 @@ class RunResult:
     run_id: str
     status: str
     errors: list[str] = field(default_factory=list)
+    signal: int | None = None
+    """The signal that stopped the run (status ``stopped``): the CLI exits with 128 + it."""
+
+
+STOPPED = "stopped"
+"""The run's status after a signal stopped ork: not final, `ork resume` continues it."""
+
+
+def task_raised(exc: BaseException) -> str:
+    """The error text of a task that raised a BaseException (``SystemExit: 3``).
+
+    `SystemExit`, `KeyboardInterrupt`, `GeneratorExit` … from a task's code are the task's
+    failure, never an exit of ork: otherwise every `ork resume` would die the same way.
+    """
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} raised by the task"
 
 
 def new_run_id() -> str:
@@ -267,6 +284,10 @@ class Scheduler:
         self._group_flush: asyncio.TimerHandle | None = None
         self.owner = Owner.current().token
         """This process's claim on the run (`Storage.claim_run`), held while `run` executes it."""
+        self._stop_signal: int | None = None
+        """Set by the first SIGINT/SIGTERM/SIGHUP: end local trees, leave the run resumable."""
+        self._stop_now = False
+        """Set by a second signal: SIGKILL what is left and leave the loop at once."""
 
     # -- state changes (buffered, committed by _commit) ----------------------------------
 
@@ -362,7 +383,7 @@ class Scheduler:
 
     def _dispatch(self) -> None:
         """Move queued tasks to running while there is capacity overall and per executor."""
-        if self._cancelling:
+        if self._cancelling or self._stop_signal is not None:
             return
         progressed = True
         while progressed and self._running < self.limit:
@@ -418,11 +439,12 @@ class Scheduler:
         if kind == "done":
             name, attempt, outcome = payload
             st = self.tasks[name]
-            if st.attempt != attempt or st.status != "running":
+            if st.attempt != attempt or st.status != "running" or st.runner is None:
                 return
             st.runner = None
             self._release(st)
-            self._apply_outcome(st, outcome)
+            if outcome.status != STOPPED:  # a stopped attempt stays `running`: `ork resume` adopts or reruns it
+                self._apply_outcome(st, outcome)
         elif kind == "retry":
             st = self.tasks[payload]
             if st.status == "retrying":
@@ -432,6 +454,8 @@ class Scheduler:
             self._job_event(payload)
         elif kind == "cancel":
             self._cancel_all()
+        elif kind == "stop":
+            self._stop_all(payload)
         elif kind == "groups":
             self._commit_groups()
         # "flush": nothing to do here; the loop's next commit writes what the sink holds
@@ -612,8 +636,13 @@ class Scheduler:
                 outcome = Outcome("success", output=to_output(result, self.executors.resolved(spec.executor).spec.output_model))
         except asyncio.CancelledError:
             ctx.cancel_event.set()
-            await self._cancel_executor(executor, ctx)
-            outcome = Outcome("cancelled", error="cancelled")
+            if self._stop_signal is not None:
+                # ork is stopping, not the user cancelling: local trees end with the cancellation
+                # (and `_end_local_trees` confirms it); remote work is left for `ork resume` to adopt
+                outcome = Outcome(STOPPED)
+            else:
+                await self._cancel_executor(executor, ctx)
+                outcome = Outcome("cancelled", error="cancelled")
             self._post("done", (spec.name, attempt, outcome))
             raise
         except Exception as exc:
@@ -625,11 +654,18 @@ class Scheduler:
                 outcome = Outcome("failed", error=f"timed out after {spec.timeout:g}s", timed_out=True)
             else:
                 outcome = self._failure(exc, ctx)
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt … raised by the task: its failure
+            ctx.log.error("%s", "".join(traceback.format_exception(exc)).rstrip())
+            outcome = Outcome("failed", error=task_raised(exc))
         self._post("done", (spec.name, attempt, outcome))
 
     def _runner_done(self, name: str, attempt: int, runner: asyncio.Task[None]) -> None:
         """A safety net: an attempt whose coroutine died without reporting must not hang the run."""
-        if runner.cancelled() or runner.exception() is None:
+        if runner.cancelled():
+            if self._stop_signal is not None:  # cancelled before it ran a step: it posted nothing
+                self._post("done", (name, attempt, Outcome(STOPPED)))
+            return
+        if runner.exception() is None:
             return
         exc = runner.exception()
         self._post("done", (name, attempt, Outcome("failed", error=f"internal error in ork: {type(exc).__name__}: {exc}")))
@@ -680,7 +716,9 @@ class Scheduler:
             return
         try:
             await asyncio.wait_for(self._maybe_thread(cancel, ctx), timeout=self.kill_grace + 10)
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a SystemExit from an executor's cancel() must not end ork either
             ctx.log.warning("cancel() failed: %s: %s", type(exc).__name__, exc)
 
     # -- cancellation ---------------------------------------------------------------------------
@@ -689,6 +727,59 @@ class Scheduler:
         """Thread- and signal-safe: ask the loop to cancel the run."""
         if self._events is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._post, "cancel", None)
+
+    def request_stop(self, signum: int) -> None:
+        """Signal-safe: stop ork, leaving the run resumable (SIGINT, SIGTERM, SIGHUP).
+
+        Unlike a cancel, nothing is recorded as final and deferred external jobs are left
+        running (a restart must not cancel a BigQuery job); the local process trees of
+        running tasks are ended. A second call stops faster: SIGKILL, no waiting.
+        """
+        if self._events is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._post, "stop", signum)
+
+    def _stop_all(self, signum: int) -> None:
+        if self._stop_signal is not None:
+            self._stop_now = True
+            self._kill_local_trees()
+            return
+        self._stop_signal = signum
+        for handle in self._timers:
+            handle.cancel()  # a retrying task stays `retrying`: `ork resume` schedules it
+        for st in self.tasks.values():
+            if st.status == "running" and st.runner is not None:
+                if st.ctx is not None:
+                    st.ctx.cancel_event.set()
+                st.runner.cancel()
+        for q in self._ready.values():
+            q.clear()
+
+    def _kill_local_trees(self) -> None:
+        """SIGKILL every process that carries this run's id (the second signal: no grace)."""
+        for _, pgid in (marked_processes({RUN_MARKER: self.run_id}) or {}).values():
+            signal_group(pgid, signal.SIGKILL)
+
+    async def _end_local_trees(self) -> bool:
+        """Wait until no process of this run is left (through /proc); SIGKILL after the grace.
+
+        The trees end with their tasks' cancellation; this is the confirmation, and it also
+        covers an `isolation: process` child whose ending runs on after its task reported.
+        """
+        markers = {RUN_MARKER: self.run_id}
+        delay = 0.01
+        for grace in (0.0 if self._stop_now else self.kill_grace, KILL_WAIT):
+            deadline = time.monotonic() + grace
+            while True:
+                marked = marked_processes(markers)
+                if not marked:
+                    return True
+                if time.monotonic() >= deadline or self._stop_now:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+            for _, pgid in marked.values():
+                signal_group(pgid, signal.SIGKILL)
+        return not marked_processes(markers)
 
     def _cancel_all(self) -> None:
         if self._cancelling:
@@ -751,6 +842,7 @@ class Scheduler:
             lambda event: self._post("job", event),
             poll_interval=self._poll_interval,
         )
+        sweep_scratch(self.project.dir)  # what killed ork processes left in .ork/tmp
         now = time.time()
         self._updates.append(RunUpdate(self.run_id, {"status": "running", "started_at": now, "pid": os.getpid(), "finished_at": None}))
         self.reporter.run_started(self.run_id, self.workflow, resumed)
@@ -778,14 +870,19 @@ class Scheduler:
                     for st, error in zip(pending, cancel_errors):
                         self._finish(st, "cancelled", error=error or "run cancelled (the external job was cancelled)")
                     continue
-                if self._done():
+                if self._done() or self._stop_now or (self._stop_signal is not None and self._running == 0):
                     break
                 kind, payload = await self._events.get()
                 self._handle(kind, payload)
                 while not self._events.empty():
                     kind, payload = self._events.get_nowait()
                     self._handle(kind, payload)
-            status = self._final_status()
+            if self._stop_signal is not None and not self._done():  # (the last task may have ended meanwhile)
+                status = STOPPED
+                if not await self._end_local_trees():
+                    errors.append("some processes of this run's tasks could not be ended; see `ps e | grep ORK_RUN_ID`")
+            else:
+                status = self._final_status()
         except BaseException:
             # an unexpected error in the loop itself: leave the run resumable, do not mark it final
             with contextlib.suppress(Exception):
@@ -797,6 +894,11 @@ class Scheduler:
             await self._triggerer.close()
             errors += await self.executors.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
+        if status == STOPPED:  # not final: no finished_at, no ork_run_finished; `ork resume` continues it
+            self._updates.append(RunUpdate(self.run_id, {"status": STOPPED}))
+            self._commit()
+            self.reporter.run_finished(self.run_id, status)
+            return RunResult(self.run_id, status, errors, signal=self._stop_signal)
         self._updates.append(RunUpdate(self.run_id, {"status": status, "finished_at": time.time()}))
         self._commit()
         self.reporter.run_finished(self.run_id, status)
@@ -884,25 +986,32 @@ class Scheduler:
             end_group(pgid, grace=self.kill_grace)
 
 
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+"""Signals that stop ork and leave the run resumable (`Scheduler.request_stop`)."""
+
+
 def _install_signal_handlers(loop: asyncio.AbstractEventLoop, scheduler: Scheduler) -> Callable[[], None]:
-    """Ctrl-C cancels the run cleanly (recorded as cancelled); a second Ctrl-C stops at once."""
+    """SIGINT, SIGTERM and SIGHUP stop the run, resumable; a second one stops faster.
+
+    The handlers only post an event to the loop, so the stop goes through `Scheduler.run`'s
+    normal end (state committed, executors closed, the run's claim released).
+    """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    pressed = {"n": 0}
-
-    def on_sigint() -> None:
-        pressed["n"] += 1
-        if pressed["n"] > 1:
-            raise KeyboardInterrupt
-        scheduler.request_cancel()
-
-    try:
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-    except (NotImplementedError, RuntimeError):
-        return lambda: None
+    installed: dict[int, Any] = {}
+    for sig in STOP_SIGNALS:
+        previous = signal.getsignal(sig)
+        try:
+            loop.add_signal_handler(sig, scheduler.request_stop, sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        installed[sig] = previous
 
     def remove() -> None:
-        loop.remove_signal_handler(signal.SIGINT)
+        for sig, previous in installed.items():
+            loop.remove_signal_handler(sig)
+            if previous is not None:  # asyncio would leave the default action, not the caller's handler
+                signal.signal(sig, previous)
 
     return remove
 
@@ -995,4 +1104,4 @@ def _claimed(run_id: str, owner: str | None, *, first: bool) -> RunClaimedError:
     return RunClaimedError(message, run_id=run_id, owner=owner)
 
 
-__all__ = ["Reporter", "RunResult", "Scheduler", "StorageError", "coerce_params", "create_run", "execute", "resume_scheduler"]
+__all__ = ["STOPPED", "Reporter", "RunResult", "Scheduler", "StorageError", "coerce_params", "create_run", "execute", "resume_scheduler"]

@@ -444,7 +444,7 @@ def test_user_cancel_cancels_every_deferred_job(fake: Fake) -> None:
     assert sorted(w[1] for w in fake.events("cancel")) == sorted(w[2] for w in fake.events("submit"))
 
 
-# --- across processes: kill -9, SIGINT, `ork resume`, `ork jobs` -----------------------------
+# --- across processes: kill -9, signals, `ork resume`, `ork jobs` -------------------------------
 
 
 @pytest.fixture
@@ -483,20 +483,28 @@ def test_restart_never_cancels_and_resume_polls_without_running_again(fake: Fake
     assert json.loads(out) == []
 
 
-def test_sigint_is_a_user_cancel_and_cancels_the_job(fake: Fake, procs: list[subprocess.Popen[str]]) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: signal.Signals(s).name)
+def test_a_signal_stops_ork_but_leaves_the_job_and_resume_polls_it(
+    fake: Fake, procs: list[subprocess.Popen[str]], sig: int
+) -> None:
     fake.configure(poll_interval=0.1)
     fake.workflow({"long": {"running_polls": None}})
     proc = fake.ork("run", "wf.yaml")
     procs.append(proc)
     job_id = wait_for(lambda: next((w[1] for w in fake.events("poll")), None), what="the first poll")
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(30) == 1
-    assert [w[1] for w in fake.events("cancel")] == [job_id]
+    proc.send_signal(sig)
+    assert proc.wait(30) == 128 + sig
+    assert fake.events("cancel") == []  # a restart must not cancel the external job
     storage = fake.storage()
     (run,) = storage.list_runs()
-    assert run.status == "cancelled"
-    assert storage.get_run(run.id).tasks["long"].status == "cancelled"
+    assert run.status == "stopped"
+    assert storage.get_run(run.id).tasks["long"].status == "deferred"
     storage.close()
+    fake.end_job(job_id)
+    code, out, err = fake.ork_done("resume")
+    assert code == 0, out + err
+    assert [w[2] for w in fake.events("submit")] == [job_id]  # polled again, never submitted again
+    assert fake.events("cancel") == [] and fake.events("adopt") == []
 
 
 @pytest.mark.parametrize("adopts", [True, False])

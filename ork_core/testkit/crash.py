@@ -5,15 +5,22 @@ The crash is real: a child interpreter runs the workflow with a wrapper around t
 ``Deferred``, so the job exists outside while ork's database still says the task is
 ``running``. This process then resumes the run from that database and counts, with another
 wrapper, whether ``run`` was called again (a second submit) or ``adopt`` found the job.
+
+`interrupt_at_random` is the same idea for a whole workflow run by the real CLI: ``ork run``
+and then ``ork resume`` after ``ork resume``, each killed (``kill -9``) or stopped (SIGTERM)
+at a random moment, until the run ends by itself.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,3 +159,77 @@ def resume(subject: Subject, folder: Path, run_id: str, *, plugins: Iterable[obj
     finally:
         storage.close()
     return Resumed(result, counter.calls, before.idempotency_key, after.idempotency_key, before.status)
+
+
+@dataclass(frozen=True)
+class Interruption:
+    """One round of `interrupt_at_random`: which command ran, for how long, and how it ended."""
+
+    command: str
+    """``run`` for the first round, ``resume`` after."""
+    delay: float
+    """Seconds after the start at which the signal was due."""
+    action: str
+    """``SIGKILL`` or ``SIGTERM`` (delivered), or ``finished`` (the run ended first)."""
+    exit_code: int
+    seconds: float
+    pid: int
+    stderr: str = ""
+    """The end of what the process wrote to stderr (for the failure message)."""
+
+
+def interrupt_at_random(
+    start: Callable[[bool], subprocess.Popen[str]],
+    *,
+    rng: random.Random,
+    rounds: int,
+    delay: tuple[float, float],
+    after_round: Callable[[Interruption], None] = lambda r: None,
+    ready: Callable[[subprocess.Popen[str]], bool] = lambda p: True,
+    finished: Callable[[], bool] = lambda: False,
+    signals: tuple[int, ...] = (signal.SIGKILL, signal.SIGTERM),
+    timeout: float = 60.0,
+) -> list[Interruption]:
+    """Start ``ork run``, then ``ork resume`` again and again, each killed at a random moment.
+
+    `start(first)` starts the command (``run`` when `first`, else ``resume``). Each round
+    waits until `ready(proc)` (the first: until the run exists), then a delay drawn from
+    `delay`, and sends a signal drawn from `signals` unless the process already ended. After
+    `rounds` interruptions the last resume runs to its end. `after_round` sees every round
+    once its process is gone (check invariants there). It ends after a round that ended by
+    itself, or when `finished()` says the run is over (a signal can land just after the
+    run's last commit). Deterministic given `rng`'s seed, apart from the machine's timing.
+    """
+    done: list[Interruption] = []
+    first = True
+    while True:
+        began = time.monotonic()
+        proc = start(first)
+        try:
+            while not ready(proc) and proc.poll() is None:
+                if time.monotonic() - began > timeout:
+                    raise AssertionError("the ork process never got ready")
+                time.sleep(0.01)
+            interrupt = len(done) < rounds
+            wait = rng.uniform(*delay) if interrupt else timeout
+            sig = rng.choice(signals) if interrupt else None
+            try:
+                proc.wait(wait)
+                action = "finished"
+            except subprocess.TimeoutExpired:
+                if sig is None:
+                    raise AssertionError(f"ork did not finish within {timeout}s") from None
+                proc.send_signal(sig)
+                action = signal.Signals(sig).name
+                proc.wait(timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            _, err = proc.communicate()
+        result = Interruption("run" if first else "resume", wait if action != "finished" else 0.0, action,
+                              proc.returncode, time.monotonic() - began, proc.pid, (err or "")[-2000:])
+        done.append(result)
+        after_round(result)
+        first = False
+        if action == "finished" or finished():
+            return done

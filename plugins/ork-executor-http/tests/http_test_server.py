@@ -43,6 +43,7 @@ class Recorder:
     lock: threading.Lock = field(default_factory=threading.Lock)
     requests: Counter[str] = field(default_factory=Counter)
     kickoffs: int = 0
+    kickoffs_by_key: Counter[str] = field(default_factory=Counter)
     jobs: dict[str, Job] = field(default_factory=dict)
     by_key: dict[str, str] = field(default_factory=dict)
     cancels: list[str] = field(default_factory=list)
@@ -105,6 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
             key = self.headers.get("Idempotency-Key")
             with rec.lock:
                 rec.kickoffs += 1
+                rec.kickoffs_by_key[key or ""] += 1
                 job_id = rec.by_key.get(key) if key else None
                 created = job_id is None
                 if job_id is None:

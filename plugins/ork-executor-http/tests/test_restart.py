@@ -1,4 +1,4 @@
-"""Real `ork` processes: kill -9 while a job is deferred or mid-kickoff, `ork resume`, Ctrl-C,
+"""Real `ork` processes: kill -9 while a job is deferred or mid-kickoff, `ork resume`, signals,
 `ork jobs`, and credentials never reaching storage or output."""
 
 from __future__ import annotations
@@ -120,15 +120,26 @@ def test_kill_9_while_retrying_an_uncertain_kickoff_then_resume_still_adopts_the
     assert record.tasks["query"].output == {"rows": 42, "job": "r1"} and record.tasks["query"].try_number == 1
 
 
-def test_ctrl_c_is_a_user_cancel_and_cancels_the_job(proj: HttpProject, procs: list[subprocess.Popen[str]]) -> None:
-    proj.workflow({"query": job_task(job={"outcome": "forever"})})
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: signal.Signals(s).name)
+def test_a_signal_leaves_the_job_running_and_resume_adopts_it(
+    proj: HttpProject, procs: list[subprocess.Popen[str]], sig: int
+) -> None:
+    proj.workflow({"query": job_task(job={"outcome": "forever"}, poll_interval=0.1)})
     rec = proj.server.recorder
     proc = proj.ork("run", "wf.yaml")
     procs.append(proc)
     wait_until(lambda: "r1" in rec.jobs and rec.jobs["r1"].status_requests >= 1, what="the job being polled")
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(30) == 1
-    assert rec.cancels == ["r1"]
+    proc.send_signal(sig)
+    assert proc.wait(30) == 128 + sig
+    assert rec.cancels == []  # a restart must not cancel the external job
+    rec.jobs["r1"].spec["outcome"] = "succeed"
+    code, out, err = proj.ork_done("resume")
+    assert code == 0, out + err
+    assert rec.kickoffs == 1 and list(rec.jobs) == ["r1"] and rec.cancels == []
+    storage = proj.storage()
+    (run,) = storage.list_runs()
+    assert storage.get_run(run.id).tasks["query"].output == {"rows": 42, "job": "r1"}
+    storage.close()
 
 
 def test_credentials_never_reach_storage_logs_or_output(proj: HttpProject, procs: list[subprocess.Popen[str]]) -> None:

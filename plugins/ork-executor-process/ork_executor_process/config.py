@@ -26,7 +26,7 @@ class ProcessConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     grace_period: NonNegativeFloat = Field(
-        5.0, description="seconds between SIGTERM and SIGKILL when a task is timed out or cancelled"
+        5.0, description="seconds between SIGTERM and SIGKILL when a task is timed out or cancelled, or ork is stopped by a signal"
     )
     log_max_bytes: NonNegativeInt | None = Field(
         DEFAULT_LOG_MAX_BYTES,

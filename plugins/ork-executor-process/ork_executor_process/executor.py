@@ -17,8 +17,6 @@ import errno
 import json
 import os
 import shlex
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -143,8 +141,9 @@ class ProcessExecutor:
         self.config = config
         self._running: dict[tuple[str, str, int], TreeProcess] = {}
         self._environ = dict(os.environ)  # ork's environment when the run started
-        self._outputs = tempfile.mkdtemp(prefix="ork-process-output-")
-        """Where $ORK_OUTPUT files live until ork has read them (the output itself goes to storage)."""
+        self._outputs: set[str] = set()
+        """$ORK_OUTPUT files not read yet (in ork's scratch folder, `ctx.ensure_scratch_dir()`;
+        the output itself goes to storage); what a failed attempt left goes at close."""
         self._params_json: tuple[dict[str, Any], str] | None = None
 
     def _params(self, params: dict[str, Any]) -> str:
@@ -188,8 +187,9 @@ class ProcessExecutor:
             log_max_bytes=task.log_max_bytes if task.log_max_bytes is not None else self.config.log_max_bytes,
         )
 
-        output_file = f"{self._outputs}/{ctx.run_id}.{ctx.task_name}.{ctx.attempt}.json"
+        output_file = f"{ctx.ensure_scratch_dir()}/{ctx.run_id}.{ctx.task_name}.{ctx.attempt}.json"
         env["ORK_OUTPUT"] = output_file
+        self._outputs.add(output_file)
         artifacts = self.config.artifacts if task.artifacts is None else task.artifacts
 
         def prepare() -> dict[str, str] | None:
@@ -260,6 +260,7 @@ class ProcessExecutor:
                 "set 'encoding' to the output's encoding, or encoding_errors: replace to accept it"
             )
         # read (and removed) here; what a failed attempt left goes when the executor closes
+        self._outputs.discard(output_file)
         if task.output == "file":
             written, result = read_output_file(output_file)
         else:
@@ -292,7 +293,10 @@ class ProcessExecutor:
         for tree in list(self._running.values()):
             await tree.end()
         self._running.clear()
-        shutil.rmtree(self._outputs, ignore_errors=True)
+        for path in self._outputs:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        self._outputs.clear()
 
 
 __all__ = ["ProcessConfig", "ProcessExecutor", "ProcessTask", "template_variables"]

@@ -192,3 +192,46 @@ def test_200_mb_of_stdout_keeps_ork_memory_flat(project: Path) -> None:
     assert grown_mb < 8, f"ork's peak memory grew by {grown_mb:.1f} MB for a 200 MB output"
     run_dir = next((project / ".ork" / "artifacts").glob("*/loud/1"))
     assert (run_dir / "stdout.log").stat().st_size == 200_000_000
+
+
+def test_the_scratch_folder_of_a_killed_ork_is_removed_by_the_next_ork(project: Path) -> None:
+    """``$ORK_OUTPUT`` lives in ``.ork/tmp/<pid>-<start>/``: no temp folder leaks per killed ork."""
+    flow = write_project(
+        project,
+        """
+        name: leaky
+        tasks:
+          wait:
+            executor: process
+            command: [sh, -c, 'echo $$ > pgid; while [ ! -f go ]; do sleep 0.05; done; echo "{\\"ok\\": 1}" > "$ORK_OUTPUT"']
+        """,
+    )
+    scratch = project / ".ork" / "tmp"
+    ork = subprocess.Popen([*ORK, "run", "-q", str(flow)], cwd=project, env=ork_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (project / "pgid").exists():
+            assert time.monotonic() < deadline and ork.poll() is None, "the task never started"
+            time.sleep(0.05)
+        (mine,) = list(scratch.iterdir())
+        assert mine.name.startswith(f"{ork.pid}-")
+        assert (mine.stat().st_mode & 0o777) == 0o700 and (scratch.stat().st_mode & 0o777) == 0o700
+        os.kill(ork.pid, signal.SIGKILL)
+        ork.communicate(timeout=30)
+        assert mine.is_dir(), "a killed ork cannot remove its own folder"
+
+        listed = subprocess.run([*ORK, "runs"], cwd=project, env=ork_env(), capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert listed.returncode == 0, listed.stderr
+        assert not mine.exists(), "the next ork command should remove the dead ork's scratch folder"
+
+        (project / "go").write_text("")
+        resumed = subprocess.run([*ORK, "resume", "-q"], cwd=project, env=ork_env(), capture_output=True,
+                                 text=True, timeout=120, check=False)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert list(scratch.iterdir()) == [], "a clean exit removes the process's own scratch folder"
+    finally:
+        if ork.poll() is None:
+            ork.kill()
+            ork.communicate()

@@ -1,0 +1,41 @@
+"""The run loop's signal handlers: they stop the run, and give the caller's handlers back."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+from ork_core.scheduler import STOP_SIGNALS, _install_signal_handlers
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.stops: list[int] = []
+
+    def request_stop(self, signum: int) -> None:
+        self.stops.append(signum)
+
+
+def test_the_loop_takes_sigint_sigterm_sighup_and_restores_the_callers_handlers() -> None:
+    def mine(signum: int, frame: Any) -> None:
+        raise AssertionError("the loop's handler should have had this signal")
+
+    before = {sig: signal.signal(sig, mine) for sig in STOP_SIGNALS}
+    recorder = _Recorder()
+    try:
+        async def main() -> None:
+            remove = _install_signal_handlers(asyncio.get_running_loop(), recorder)  # type: ignore[arg-type]
+            try:
+                for sig in STOP_SIGNALS:
+                    signal.raise_signal(sig)
+                    await asyncio.sleep(0.05)
+            finally:
+                remove()
+
+        asyncio.run(main())
+        assert recorder.stops == list(STOP_SIGNALS)
+        assert all(signal.getsignal(sig) is mine for sig in STOP_SIGNALS)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
