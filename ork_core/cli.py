@@ -356,7 +356,7 @@ def _execute(execute: Any, scheduler: Any, run_id: str, **kwargs: Any) -> Any:
 
 
 def _finish(env: Env, storage: Any, result: Any, reporter: Any) -> None:
-    reporter.summary(storage.get_run(result.run_id))
+    reporter.summary(storage.get_run(result.run_id, excerpt=SHOWN_ERROR))
     for error in result.errors:
         _echo(f"warning: {error}", err=True)
     storage.close()
@@ -393,6 +393,12 @@ def resume(env: Env, run_id: str | None, concurrency: int | None, force: bool, q
 
 
 # --- inspection ------------------------------------------------------------------------------------
+
+
+SHOWN_OUTPUT = 120
+"""Characters of an output's JSON that `ork runs show` prints (the rest is in ``--json``)."""
+SHOWN_ERROR = 2000
+"""Characters of an error that `ork runs show` and the summary print."""
 
 
 def _ts(value: float | None) -> str:
@@ -465,10 +471,12 @@ def _run_json(r: Any, tasks: bool = False) -> dict[str, Any]:
 def runs_show(env: Env, run_id: str, as_json: bool) -> None:
     """Every task of a run with status, attempts, timings, output and error."""
     with _errors(env):
-        record = env.storage(env.project()).get_run(run_id)
-    if as_json:
-        _echo(json.dumps(_run_json(record, tasks=True), indent=2))
-        return
+        storage = env.storage(env.project())
+        if as_json:
+            _echo(json.dumps(_run_json(storage.get_run(run_id), tasks=True), indent=2))
+            return
+        # the table shows the start of each output: read only that much from the database
+        record = storage.get_run(run_id, excerpt=max(SHOWN_OUTPUT + 1, SHOWN_ERROR + 1))
     from rich.console import Console
     from rich.table import Table
 
@@ -478,7 +486,12 @@ def runs_show(env: Env, run_id: str, as_json: bool) -> None:
     )
     table = Table("task", "status", "attempts", "started", "duration", "output / error", show_lines=False)
     for t in record.tasks.values():
-        detail = t.error if t.error else (json.dumps(t.output)[:120] if t.output is not None else "")
+        if t.error:
+            detail = t.error if len(t.error) <= SHOWN_ERROR else t.error[:SHOWN_ERROR] + "…"
+        elif t.output_excerpt is not None:
+            detail = t.output_excerpt[:SHOWN_OUTPUT]
+        else:
+            detail = ""
         table.add_row(
             cell(t.name), cell(t.status, _style(t.status)), str(t.attempt), _ts(t.started_at), _dur(t.duration), cell(detail)
         )

@@ -32,6 +32,7 @@ from ork_core.yamlfile import YamlDoc, load_yaml, suggest, validation_problems
 
 PROJECT_FILE = "ork.yaml"
 DEFAULT_MAX_CONCURRENCY = 16
+DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
 
 
 class ExecutorEntry(BaseModel):
@@ -52,6 +53,9 @@ class ProjectFile(BaseModel):
     executors: dict[str, ExecutorEntry] = Field(default_factory=dict)
     storage: str | None = None
     max_concurrency: PositiveInt = DEFAULT_MAX_CONCURRENCY
+    max_output_bytes: PositiveInt = DEFAULT_MAX_OUTPUT_BYTES
+    """Largest task output (its JSON encoding) ork stores; a larger one fails the task. Outputs are
+    kept in memory for dependents and stored with every run: big results belong in files."""
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import json
 import os
 import secrets
 import signal
@@ -34,7 +35,7 @@ from ork_core.executors import ExecutorManager
 from ork_core.plugins import Plugins
 from ork_core.proctree import RUN_MARKER, end_group, group_members, marked_processes
 from ork_core.project import Project
-from ork_core.storage.base import FINAL_TASK_STATUSES, LogLine, Metric, RunUpdate, Storage, TaskUpdate
+from ork_core.storage.base import FINAL_TASK_STATUSES, JSONText, LogLine, Metric, RunUpdate, Storage, TaskUpdate
 from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
 from ork_core.workers import DaemonPool, run_sync
 from ork_core.workflow import CompiledTask, CompiledWorkflow, required_params
@@ -126,6 +127,7 @@ class Outcome:
     error: str | None = None
     deferred: Deferred | None = None
     timed_out: bool = False
+    encoded: JSONText | None = None
 
 
 @dataclass
@@ -194,6 +196,21 @@ def to_output(result: Any, output_model: type[BaseModel] | None) -> Any:
         raise TaskError(f"output is not JSON-serialisable: {exc}") from None
 
 
+def encode_output(output: Any, limit: int) -> JSONText:
+    """The JSON text storage keeps for an output (encoded here, once); over `limit` bytes fails the task.
+
+    Every output is held in memory for the tasks that depend on it and read back by `ork runs
+    show`, so a 100 MB one would cost ork hundreds of MB: big results go to files.
+    """
+    text = json.dumps(output)  # what storage stored before; ASCII, so characters are bytes
+    if len(text) > limit:
+        raise TaskError(
+            f"output is {len(text):,} bytes as JSON, over the limit of {limit:,} (max_output_bytes in ork.yaml); "
+            "write big results to a file (e.g. in ctx.ensure_artifact_dir()) and return its path"
+        )
+    return JSONText(text)
+
+
 class Scheduler:
     """Executes one run of a compiled workflow to a final status."""
 
@@ -221,6 +238,7 @@ class Scheduler:
         self.reporter = reporter or NullReporter()
         self.limit = max_concurrency or workflow.max_concurrency or project.settings.max_concurrency
         self.kill_grace = kill_grace
+        self.max_output_bytes = project.settings.max_output_bytes
         self._poll_interval = poll_interval
         self.sink = StorageSink(storage)
         self.executors = ExecutorManager(project.resolve, self.hooks)
@@ -315,11 +333,14 @@ class Scheduler:
         else:
             self._finish(st, "skipped", error=None)
 
-    def _finish(self, st: TaskState, status: str, *, error: str | None = None, output: Any = None, **fields: Any) -> None:
+    def _finish(
+        self, st: TaskState, status: str, *, error: str | None = None, output: Any = None, encoded: JSONText | None = None,
+        **fields: Any,
+    ) -> None:
         now = time.time()
         if status == "success":
             self.outputs[st.spec.name] = output
-            fields["output"] = output
+            fields["output"] = output if encoded is None else encoded
         # The final attempt stays in the task's own row; only superseded attempts (retried,
         # or cut short by a crash) get a row in the history table. One INSERT less per task.
         if st.status == "running":
@@ -409,7 +430,7 @@ class Scheduler:
 
     def _apply_outcome(self, st: TaskState, outcome: Outcome) -> None:
         if outcome.status == "success":
-            self._finish(st, "success", output=outcome.output)
+            self._finish(st, "success", output=outcome.output, encoded=outcome.encoded)
         elif outcome.status == "deferred":
             d = outcome.deferred
             assert d is not None
@@ -480,10 +501,11 @@ class Scheduler:
         if status.state is JobState.SUCCEEDED:
             try:
                 output = to_output(status.output, self._output_model(st))
+                encoded = encode_output(output, self.max_output_bytes)
             except TaskError as exc:
                 self._fail_or_retry(st, str(exc))
                 return
-            self._finish(st, "success", output=output, last_poll_at=event.polled_at)
+            self._finish(st, "success", output=output, encoded=encoded, last_poll_at=event.polled_at)
         else:
             self._fail_or_retry(st, status.error or "the external job failed")
 
@@ -570,7 +592,8 @@ class Scheduler:
             if isinstance(result, Deferred):
                 outcome = Outcome("deferred", deferred=result)
             else:
-                outcome = Outcome("success", output=to_output(result, self.executors.resolved(spec.executor).spec.output_model))
+                output = to_output(result, self.executors.resolved(spec.executor).spec.output_model)
+                outcome = Outcome("success", output=output, encoded=encode_output(output, self.max_output_bytes))
         except asyncio.CancelledError:
             ctx.cancel_event.set()
             await self._cancel_executor(executor, ctx)

@@ -23,6 +23,7 @@ from ork_core.storage.base import (
     RUN_FIELDS,
     TASK_FIELDS,
     AttemptRecord,
+    JSONText,
     LogLine,
     Metric,
     RunRecord,
@@ -214,7 +215,10 @@ class SQLiteStorage(Storage):
             else:
                 sql = self._update_sql("tasks", tuple(fields))
                 params = (
-                    *(dumps(v) if v is not None and (k == "output" or k == "handle") else v for k, v in fields.items()),
+                    *(
+                        dumps(v) if v is not None and (k == "output" or k == "handle") and type(v) is not JSONText else v
+                        for k, v in fields.items()
+                    ),
                     u.run_id,
                     u.task,
                 )
@@ -270,7 +274,7 @@ class SQLiteStorage(Storage):
             deferred_at=row[15], last_poll_at=row[16], last_poll_error=row[17], poll_failures=row[18], pgid=row[19],
         )
 
-    def get_run(self, run_id: str) -> RunRecord:
+    def get_run(self, run_id: str, *, excerpt: int | None = None) -> RunRecord:
         with self._lock:
             row = self._db.execute(f"SELECT {self._RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
             if row is None:
@@ -279,10 +283,29 @@ class SQLiteStorage(Storage):
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise RunNotFoundError(f"no run {run_id!r} in {self.path}{hint}")
             run = self._run(row)
+            if excerpt is not None:
+                self._task_excerpts(run, excerpt)
+                return run
             for trow in self._db.execute(f"SELECT {self._TASK_COLS} FROM tasks WHERE run_id=? ORDER BY rowid", (run_id,)):
                 task = self._task(trow)
                 run.tasks[task.name] = task
         return run
+
+    def _task_excerpts(self, run: RunRecord, n: int) -> None:
+        """The tasks of `run` with the start of each output and error, never a whole output.
+
+        The output's first bytes are read through SQLite's incremental blob I/O: even
+        ``substr(output, 1, n)`` (or ``output IS NOT NULL``) would load the whole value first;
+        ``typeof`` does not. Stored outputs are ASCII JSON, so bytes are characters.
+        """
+        cols = self._TASK_COLS.replace(" output, error,", " NULL, substr(error, 1, ?),")
+        query = f"SELECT {cols}, rowid, typeof(output) != 'null' FROM tasks WHERE run_id=? ORDER BY rowid"
+        for trow in self._db.execute(query, (n, run.id)).fetchall():
+            task = self._task(trow[:-2])
+            if trow[-1]:
+                with self._db.blobopen("tasks", "output", trow[-2], readonly=True) as blob:
+                    task.output_excerpt = blob.read(n).decode("utf-8", "ignore")
+            run.tasks[task.name] = task
 
     def list_runs(self, limit: int = 50, *, unfinished: bool = False) -> list[RunRecord]:
         where = "WHERE status NOT IN ('success','failed','cancelled')" if unfinished else ""
