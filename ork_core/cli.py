@@ -356,7 +356,7 @@ def _execute(execute: Any, scheduler: Any, run_id: str, **kwargs: Any) -> Any:
 
 
 def _finish(env: Env, storage: Any, result: Any, reporter: Any) -> None:
-    reporter.summary(storage.get_run(result.run_id, excerpt=SHOWN_ERROR))
+    reporter.summary(storage.get_run(result.run_id, excerpt=SUMMARY_ERROR))
     for error in result.errors:
         _echo(f"warning: {error}", err=True)
     storage.close()
@@ -398,7 +398,9 @@ def resume(env: Env, run_id: str | None, concurrency: int | None, force: bool, q
 SHOWN_OUTPUT = 120
 """Characters of an output's JSON that `ork runs show` prints (the rest is in ``--json``)."""
 SHOWN_ERROR = 2000
-"""Characters of an error that `ork runs show` and the summary print."""
+"""Characters of an error that `ork runs show` prints."""
+SUMMARY_ERROR = 500
+"""Characters of an error read for the summary at the end of `ork run` (it prints the first line)."""
 
 
 def _ts(value: float | None) -> str:

@@ -205,8 +205,9 @@ class Context:
         """The folder for this attempt's files, created on first use."""
         if self.artifact_dir is None:
             self.artifact_dir = self.project_dir / ".ork" / "artifacts" / self.run_id / self.task_name / str(self.attempt)
-        self.artifact_dir.mkdir(parents=True, exist_ok=True)
-        return self.artifact_dir
+        from ork_core.secrets import private_dir
+
+        return private_dir(self.artifact_dir)  # owner-only, as all of .ork/
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the workflow, relative to the workflow file's folder."""

@@ -6,13 +6,15 @@ ESC sequence, ``\\r``, BEL or backspace in a task's output must not recolour, re
 beep the user's terminal. So every table cell and every line ork prints goes through
 `visible` (plain text) or `cell` / `line` (rich `Text`, which rich never parses as markup):
 control characters are shown escaped (``\\x1b[31m`` as those eight characters). Tab and
-newline are kept as they are.
+newline are kept as they are. Secrets are masked here too (`ork_core.secrets`).
 """
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
+
+from ork_core.secrets import mask
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -33,8 +35,8 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def visible(value: object) -> str:
-    """`value` as text that is safe to print: control characters shown as escapes."""
-    text = value if isinstance(value, str) else str(value)
+    """`value` as text that is safe to print: secrets masked, control characters shown as escapes."""
+    text = mask(value if isinstance(value, str) else str(value))
     return _CONTROL.sub(_escape, text)
 
 

@@ -35,6 +35,7 @@ from ork_core.executors import ExecutorManager
 from ork_core.plugins import Plugins
 from ork_core.proctree import RUN_MARKER, end_group, group_members, marked_processes
 from ork_core.project import Project
+from ork_core.secrets import mask_batch
 from ork_core.storage.base import FINAL_TASK_STATUSES, JSONText, LogLine, Metric, RunUpdate, Storage, TaskUpdate
 from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
 from ork_core.workers import DaemonPool, run_sync
@@ -101,7 +102,7 @@ class StorageSink:
 
     def flush(self) -> None:
         logs, metrics = self.take()
-        self._storage.write((), logs, metrics)
+        self._storage.write((), mask_batch((), logs), metrics)
 
 
 @dataclass
@@ -285,7 +286,7 @@ class Scheduler:
     def _commit(self) -> None:
         logs, metrics = self.sink.take()
         if self._updates or logs or metrics:
-            self.storage.write(self._updates, logs, metrics)
+            self.storage.write(self._updates, mask_batch(self._updates, logs), metrics)
             self._updates = []
             self._pending_task_update.clear()
         notices, self._notices = self._notices, []

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from ork_core.errors import RunNotFoundError, StorageError
+from ork_core.secrets import private_dir, private_file
 from ork_core.storage.base import (
     RUN_FIELDS,
     TASK_FIELDS,
@@ -92,7 +93,12 @@ class SQLiteStorage(Storage):
         super().__init__(url)
         self.path = path_from_url(url)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            # owner-only, like everything ork writes: state holds outputs, errors and logs; SQLite
+            # gives the -wal and -shm files the database file's mode
+            for suffix in ("", "-wal", "-shm"):
+                if suffix == "" or os.path.exists(f"{self.path}{suffix}"):
+                    private_file(f"{self.path}{suffix}")
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open state database {self.path}: {exc}") from None
@@ -300,7 +306,7 @@ class SQLiteStorage(Storage):
         """
         cols = self._TASK_COLS.replace(" output, error,", " NULL, substr(error, 1, ?),")
         query = f"SELECT {cols}, rowid, typeof(output) != 'null' FROM tasks WHERE run_id=? ORDER BY rowid"
-        for trow in self._db.execute(query, (n, run.id)).fetchall():
+        for trow in self._db.execute(query, (n, run.id)):
             task = self._task(trow[:-2])
             if trow[-1]:
                 with self._db.blobopen("tasks", "output", trow[-2], readonly=True) as blob:
