@@ -72,19 +72,26 @@ class NullReporter:
 
 
 class StorageSink:
-    """Buffers task log lines and metrics; they are written with the next state batch."""
+    """Buffers task log lines and metrics; they are written with the next state batch.
 
-    def __init__(self, storage: Storage, limit: int = 2000) -> None:
+    Written sooner when `limit` lines or `char_limit` characters are waiting: a task printing
+    one 100 MB line (logged as 1,600 pieces of 64 KiB) must not have all of it held here.
+    """
+
+    def __init__(self, storage: Storage, limit: int = 2000, char_limit: int = 4 * 1024 * 1024) -> None:
         self._storage = storage
         self._lock = threading.Lock()
         self._logs: list[LogLine] = []
         self._metrics: list[Metric] = []
         self._limit = limit
+        self._chars = 0
+        self._char_limit = char_limit
 
     def log(self, run_id: str, task: str, attempt: int, ts: float, level: str, stream: str, line: str) -> None:
         with self._lock:
             self._logs.append(LogLine(run_id, task, attempt, ts, level, stream, line))
-            full = len(self._logs) >= self._limit
+            self._chars += len(line)
+            full = len(self._logs) >= self._limit or self._chars >= self._char_limit
         if full:
             self.flush()
 
@@ -98,6 +105,7 @@ class StorageSink:
         with self._lock:
             logs, metrics = self._logs, self._metrics
             self._logs, self._metrics = [], []
+            self._chars = 0
         return logs, metrics
 
     def flush(self) -> None:

@@ -151,3 +151,25 @@ def test_runs_show_does_not_load_a_big_output(folder: Path) -> None:
     shown, out = _peak_rss_mb(["runs", "show", record.id], folder)
     assert '"aaaaaaaa' in out
     assert shown - baseline < 20, f"ork runs show took {shown:.0f} MB for a 40 MB output, {baseline:.0f} MB for a small one"
+
+
+def test_a_task_logging_100_mb_keeps_ork_memory_flat(folder: Path) -> None:
+    # 1,600 lines of 64 KiB, made one at a time (the task itself stays small): buffered log lines
+    # are written every few MB, not held until the task ends
+    write(
+        folder / "loud.py",
+        """
+        def loud(ctx) -> int:
+            for i in range(1600):
+                ctx.log.line("stdout", str(i % 10) * 65536)
+            return 1
+        """,
+    )
+    write(folder / "ork.yaml", "")
+    write(folder / "quiet.yaml", "name: quiet\ntasks:\n  t: {module: tasks, function: after}\n")
+    write(folder / "loud.yaml", "name: loud\ntasks:\n  t: {module: loud, function: loud}\n")
+    write(folder / "tasks.py", TASKS)
+    baseline, _ = _peak_rss_mb(["run", "-q", "quiet.yaml"], folder)
+    loud, out = _peak_rss_mb(["run", "-q", "loud.yaml"], folder)
+    assert "success" in out
+    assert loud - baseline < 40, f"ork run took {loud:.0f} MB logging 100 MB, {baseline:.0f} MB for a quiet task"
