@@ -49,7 +49,7 @@ _lock = threading.Lock()
 _values: tuple[str, ...] = ()
 """Registered secrets and their encoded forms, longest first (so a secret containing another is masked whole)."""
 
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*:)([^\s/?#@]+)@")
+_USERINFO = re.compile(r'([A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:"]*:)([^\s/?#@"]+)@')  # never across a JSON string's end
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 _SECRET_WORDS = frozenset(
     {"key", "apikey", "pwd", "pass", "passphrase", "auth", "authorization", "authentication", "oauth", "session",

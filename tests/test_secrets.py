@@ -89,6 +89,7 @@ def test_mask_registered_values_their_encodings_and_url_passwords() -> None:
     assert secrets.mask("s3c%22ret%5Cvalue-1") == "***"  # as it appears in a URL
     assert secrets.mask("ab cd") == "ab cd"
     assert secrets.mask("see postgresql://u:pw@127.0.0.1/x and https://user@h/") == "see postgresql://u:***@127.0.0.1/x and https://user@h/"
+    assert secrets.mask('["http://a:1","b@c"]') == '["http://a:1","b@c"]'  # not across the end of a JSON string
 
 
 def _ork(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
