@@ -173,3 +173,10 @@ def test_a_task_logging_100_mb_keeps_ork_memory_flat(folder: Path) -> None:
     loud, out = _peak_rss_mb(["run", "-q", "loud.yaml"], folder)
     assert "success" in out
     assert loud - baseline < 40, f"ork run took {loud:.0f} MB logging 100 MB, {baseline:.0f} MB for a quiet task"
+
+
+def test_capped_lines_split_where_splitlines_does() -> None:
+    from ork_core.context import _capped_lines, cap_line
+
+    for text in ["x" * 70_000 + "\r\nb\rc\x1cd\u2028e\n\nf", "y" * 70_000, "short\r\nlines\n", ""]:
+        assert list(_capped_lines(text)) == [cap_line(line) for line in text.splitlines() or [""]], text[-20:]
