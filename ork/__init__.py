@@ -29,6 +29,8 @@ from ork_core.executors import ExecutorSpec, executor
 from ork_core.hookspecs import hookimpl, hookspec
 from ork_core.plugins import PLUGIN_API_VERSION
 from ork_core.registry import Register
+from ork_core.secrets import mask as mask_secrets
+from ork_core.secrets import register as register_secret
 
 if TYPE_CHECKING:
     from ork_core.taskconfig import load_task_config
@@ -83,6 +85,8 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "load_task_config",
+    "mask_secrets",
     "poll_each",
+    "register_secret",
     "render",
 ]

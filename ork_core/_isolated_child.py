@@ -123,7 +123,16 @@ class IsolatedContext:
     def ensure_artifact_dir(self) -> Path:
         if self.artifact_dir is None:
             self.artifact_dir = self.project_dir / ".ork" / "artifacts" / self.run_id / self.task_name / str(self.attempt)
-        self.artifact_dir.mkdir(parents=True, exist_ok=True)
+        missing = []  # owner-only (0700), as ork_core.secrets.private_dir makes them; not imported here, to start fast
+        folder = self.artifact_dir
+        while not folder.is_dir():
+            missing.append(folder)
+            folder = folder.parent
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder, 0o700)
+            except FileExistsError:
+                pass
         return self.artifact_dir
 
     def resolve(self, path: str | os.PathLike[str]) -> Path:

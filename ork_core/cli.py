@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 import click
 
+from ork_core.display import cell, line, visible
 from ork_core.errors import ConfigError, OrkError
 
 
@@ -58,8 +59,13 @@ class Env:
         return open_storage(storage_url(self.db, project.dir, project.settings.storage), self.plugins.registry)
 
 
+def _echo(text: str, err: bool = False) -> None:
+    """Print one line of ork's output: task text is shown, never interpreted (`ork_core.display`)."""
+    click.echo(visible(text), err=err)
+
+
 def _fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    _echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
@@ -70,9 +76,9 @@ def _errors(env: Env, code: int = 2) -> Iterator[None]:
     except ConfigError as exc:
         if env.debug:
             traceback.print_exc()
-        click.echo("error: invalid input:", err=True)
+        _echo("error: invalid input:", err=True)
         for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
+            _echo(f"  {problem}", err=True)
         sys.exit(code)
     except OrkError as exc:
         if env.debug:
@@ -220,15 +226,15 @@ def executors(ctx: click.Context, env: Env, as_json: bool) -> None:
     with _errors(env):
         rows = executor_rows(env, env.project())
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        _echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table("name", "type", "source", "status")
     for row in rows:
-        status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/red]: {row['error']}"
-        table.add_row(row["name"], row["type"] or "-", row["source"], status)
+        status = cell(row["status"]) if row["status"] == "ok" else line((row["status"], "red"), f": {row['error']}")
+        table.add_row(cell(row["name"]), cell(row["type"] or "-"), cell(row["source"]), status)
     Console().print(table)
 
 
@@ -248,13 +254,13 @@ def executors_show(env: Env, name: str) -> None:
             source = reg.source.label
         else:
             spec, source = resolved.spec, resolved.source
-    click.echo(f"{name}  ({spec.cls.__module__}:{spec.cls.__qualname__}, from {source})")
+    _echo(f"{name}  ({spec.cls.__module__}:{spec.cls.__qualname__}, from {source})")
     if spec.doc:
-        click.echo("\n" + spec.doc)
+        _echo("\n" + spec.doc)
     for title, model in (("config (ork.yaml)", spec.config_model), ("task keys (workflow)", spec.task_config_model)):
         if model is None:
             continue
-        click.echo(f"\n{title}:")
+        _echo(f"\n{title}:")
         schema = model.model_json_schema()
         required = set(schema.get("required", []))
         for field_name, info in model.model_fields.items():
@@ -262,9 +268,9 @@ def executors_show(env: Env, name: str) -> None:
             kind = prop.get("type") or " | ".join(str(o.get("type", o.get("$ref", "?"))) for o in prop.get("anyOf", [])) or "object"
             default = "required" if field_name in required else f"default {info.get_default(call_default_factory=True)!r}"
             doc = f" — {info.description}" if info.description else ""
-            click.echo(f"  {field_name}: {kind} ({default}){doc}")
+            _echo(f"  {field_name}: {kind} ({default}){doc}")
     if spec.optional:
-        click.echo(f"\noptional methods: {', '.join(sorted(spec.optional))}")
+        _echo(f"\noptional methods: {', '.join(sorted(spec.optional))}")
 
 
 # --- validate ----------------------------------------------------------------------------------
@@ -293,9 +299,9 @@ def validate(env: Env, workflows: tuple[Path, ...]) -> None:
             except ConfigError as exc:
                 problems.extend(exc.problems)
     if problems:
-        click.echo("error: invalid input:", err=True)
+        _echo("error: invalid input:", err=True)
         for p in problems:
-            click.echo(f"  {p}", err=True)
+            _echo(f"  {p}", err=True)
         sys.exit(1)
 
 
@@ -406,9 +412,9 @@ def _execute(execute: Any, scheduler: Any, run_id: str, **kwargs: Any) -> Any:
 
 
 def _finish(env: Env, storage: Any, result: Any, reporter: Any) -> None:
-    reporter.summary(storage.get_run(result.run_id))
+    reporter.summary(storage.get_run(result.run_id, excerpt=SUMMARY_ERROR))
     for error in result.errors:
-        click.echo(f"warning: {error}", err=True)
+        _echo(f"warning: {error}", err=True)
     storage.close()
     sys.exit(0 if result.status == "success" else 1)
 
@@ -448,6 +454,14 @@ def resume(env: Env, run_id: str | None, concurrency: int | None, force: bool, q
 # --- inspection ------------------------------------------------------------------------------------
 
 
+SHOWN_OUTPUT = 120
+"""Characters of an output's JSON that `ork runs show` prints (the rest is in ``--json``)."""
+SHOWN_ERROR = 2000
+"""Characters of an error that `ork runs show` prints."""
+SUMMARY_ERROR = 500
+"""Characters of an error read for the summary at the end of `ork run` (it prints the first line)."""
+
+
 def _ts(value: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)) if value else "-"
 
@@ -468,15 +482,14 @@ def runs(ctx: click.Context, env: Env, as_json: bool, limit: int) -> None:
     with _errors(env):
         records = env.storage(env.project()).list_runs(limit)
     if as_json:
-        click.echo(json.dumps([_run_json(r) for r in records], indent=2))
+        _echo(json.dumps([_run_json(r) for r in records], indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table("run", "workflow", "status", "started", "duration")
     for r in records:
-        style = _style(r.status)
-        table.add_row(r.id, r.workflow_name, f"[{style}]{r.status}[/]" if style else r.status, _ts(r.started_at), _dur(r.duration))
+        table.add_row(cell(r.id), cell(r.workflow_name), cell(r.status, _style(r.status)), _ts(r.started_at), _dur(r.duration))
     Console().print(table)
 
 
@@ -519,20 +532,30 @@ def _run_json(r: Any, tasks: bool = False) -> dict[str, Any]:
 def runs_show(env: Env, run_id: str, as_json: bool) -> None:
     """Every task of a run with status, attempts, timings, output and error."""
     with _errors(env):
-        record = env.storage(env.project()).get_run(run_id)
-    if as_json:
-        click.echo(json.dumps(_run_json(record, tasks=True), indent=2))
-        return
+        storage = env.storage(env.project())
+        if as_json:
+            _echo(json.dumps(_run_json(storage.get_run(run_id), tasks=True), indent=2))
+            return
+        # the table shows the start of each output: read only that much from the database
+        record = storage.get_run(run_id, excerpt=max(SHOWN_OUTPUT + 1, SHOWN_ERROR + 1))
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    console.print(f"run {record.id}  workflow {record.workflow_name}  [{_style(record.status)}]{record.status}[/]  params {record.params}")
+    console.print(
+        line(f"run {record.id}  workflow {record.workflow_name}  ", (record.status, _style(record.status)), f"  params {record.params}")
+    )
     table = Table("task", "status", "attempts", "started", "duration", "output / error", show_lines=False)
     for t in record.tasks.values():
-        detail = t.error if t.error else (json.dumps(t.output)[:120] if t.output is not None else "")
-        style = _style(t.status)
-        table.add_row(t.name, f"[{style}]{t.status}[/]", str(t.attempt), _ts(t.started_at), _dur(t.duration), detail)
+        if t.error:
+            detail = t.error if len(t.error) <= SHOWN_ERROR else t.error[:SHOWN_ERROR] + "…"
+        elif t.output_excerpt is not None:
+            detail = t.output_excerpt[:SHOWN_OUTPUT]
+        else:
+            detail = ""
+        table.add_row(
+            cell(t.name), cell(t.status, _style(t.status)), str(t.attempt), _ts(t.started_at), _dur(t.duration), cell(detail)
+        )
     console.print(table)
 
 
@@ -549,9 +572,9 @@ def logs(env: Env, run_id: str, task: str | None) -> None:
             from ork_core.yamlfile import suggest
 
             _fail(f"run {run_id} has no task {task!r}{suggest(task, record.tasks)}", 1)
-        for line in storage.logs(run_id, task):
-            stamp = time.strftime("%H:%M:%S", time.localtime(line.ts))
-            click.echo(f"{stamp} {line.task}#{line.attempt} {line.stream if line.stream != 'log' else line.level}: {line.line}")
+        for entry in storage.logs(run_id, task):
+            stamp = time.strftime("%H:%M:%S", time.localtime(entry.ts))
+            _echo(f"{stamp} {entry.task}#{entry.attempt} {entry.stream if entry.stream != 'log' else entry.level}: {entry.line}")
 
 
 @main.command()
@@ -565,11 +588,11 @@ def metrics(env: Env, run_id: str, as_json: bool) -> None:
         storage.get_run(run_id)
         rows = storage.metrics(run_id)
     if as_json:
-        click.echo(json.dumps([{"task": m.task, "attempt": m.attempt, "ts": m.ts, "name": m.name, "value": m.value, "labels": m.labels} for m in rows], indent=2))
+        _echo(json.dumps([{"task": m.task, "attempt": m.attempt, "ts": m.ts, "name": m.name, "value": m.value, "labels": m.labels} for m in rows], indent=2))
         return
     for m in rows:
         labels = ",".join(f"{k}={v}" for k, v in m.labels.items())
-        click.echo(f"{m.task}#{m.attempt} {m.name}={m.value:g}{' {' + labels + '}' if labels else ''}")
+        _echo(f"{m.task}#{m.attempt} {m.name}={m.value:g}{' {' + labels + '}' if labels else ''}")
 
 
 @main.command()
@@ -595,7 +618,7 @@ def jobs(env: Env, as_json: bool) -> None:
         for t in rows
     ]
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        _echo(json.dumps(data, indent=2))
         return
     if not data:
         click.echo("no deferred jobs")
@@ -605,7 +628,10 @@ def jobs(env: Env, as_json: bool) -> None:
 
     table = Table("run", "task", "executor", "external id", "deferred since", "last poll", "last error", "link")
     for d in data:
-        table.add_row(d["run"], d["task"], d["executor"], d["external_id"] or "-", _ts(d["deferred_since"]), _ts(d["last_poll"]), d["last_error"] or "", d["link"] or "")
+        table.add_row(
+            cell(d["run"]), cell(d["task"]), cell(d["executor"]), cell(d["external_id"] or "-"), _ts(d["deferred_since"]),
+            _ts(d["last_poll"]), cell(d["last_error"] or ""), cell(d["link"] or ""),
+        )
     Console().print(table)
 
 

@@ -18,6 +18,39 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Iterator
+
+MAX_LOG_LINE = 64 * 1024
+"""Characters of one log line that are kept; the rest is cut off with a note saying how much.
+
+Log lines are stored with the run and printed by `ork logs`: a task that logs a 100 MB
+string must not cost ork (or the database) 100 MB per copy. The process executor cuts
+lines to ``max_line_bytes`` (also 64 KiB) before they get here."""
+_LINE_BREAK = re.compile("\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # what str.splitlines splits on
+
+
+def cap_line(line: str, limit: int = MAX_LOG_LINE) -> str:
+    """`line`, cut to `limit` characters with a note when longer."""
+    return line if len(line) <= limit else _cut(line, 0, len(line), limit)
+
+
+def _capped_lines(text: str, limit: int = MAX_LOG_LINE) -> Iterator[str]:
+    """``text.splitlines()``, each line capped, without ever copying more than `limit` characters of one."""
+    if len(text) <= limit:
+        yield from text.splitlines() or [""]
+        return
+    start = 0
+    for match in _LINE_BREAK.finditer(text):
+        yield _cut(text, start, match.start(), limit)
+        start = match.end()
+    if start < len(text):
+        yield _cut(text, start, len(text), limit)
+
+
+def _cut(text: str, start: int, end: int, limit: int) -> str:
+    if end - start <= limit:
+        return text[start:end]
+    return f"{text[start:start + limit]}… [{end - start - limit:,} more characters not kept]"
 
 
 class TaskSink(Protocol):
@@ -57,7 +90,7 @@ class TaskLogger:
     def _emit(self, level: str, msg: object, args: tuple[object, ...], stream: str = "log") -> None:
         text = str(msg) % args if args else str(msg)
         run_id, task, attempt = self._ids
-        for line in text.splitlines() or [""]:
+        for line in _capped_lines(text):
             self._sink.log(run_id, task, attempt, time.time(), level, stream, line)
         if self._echo is not None:
             self._echo.log(logging.getLevelName(level), "[%s] %s", task, text)
@@ -80,7 +113,7 @@ class TaskLogger:
     def line(self, stream: str, text: str) -> None:
         """Record one line of a child process's stdout or stderr."""
         run_id, task, attempt = self._ids
-        self._sink.log(run_id, task, attempt, time.time(), "INFO", stream, text)
+        self._sink.log(run_id, task, attempt, time.time(), "INFO", stream, cap_line(text))
 
 
 class Metrics:
@@ -172,8 +205,9 @@ class Context:
         """The folder for this attempt's files, created on first use."""
         if self.artifact_dir is None:
             self.artifact_dir = self.project_dir / ".ork" / "artifacts" / self.run_id / self.task_name / str(self.attempt)
-        self.artifact_dir.mkdir(parents=True, exist_ok=True)
-        return self.artifact_dir
+        from ork_core.secrets import private_dir
+
+        return private_dir(self.artifact_dir)  # owner-only, as all of .ork/
 
     def ensure_scratch_dir(self) -> Path:
         """This ork process's private folder for files needed only while it runs (mode 0700).

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from ork_core.display import first_line, line, visible
 from ork_core.storage.base import FINAL_TASK_STATUSES, RunRecord
 from ork_core.workflow import CompiledWorkflow
 
@@ -36,17 +37,17 @@ class PlainReporter:
     def run_started(self, run_id: str, workflow: CompiledWorkflow, resumed: bool) -> None:
         if not self.quiet:
             verb = "resuming" if resumed else "running"
-            self.out.write(f"{verb} {workflow.name}: {len(workflow.tasks)} task(s)\n")
+            self.out.write(f"{verb} {visible(workflow.name)}: {len(workflow.tasks)} task(s)\n")
 
     def task_changed(self, task: str, status: str, attempt: int, error: str | None) -> None:
         if self.quiet or status not in SHOWN:
             return
-        line = f"{time.strftime('%H:%M:%S')} {task} {status}"
+        text = f"{time.strftime('%H:%M:%S')} {task} {status}"
         if attempt > 1 and status in ("running", "deferred"):
-            line += f" (attempt {attempt})"
+            text += f" (attempt {attempt})"
         if error and status in ("failed", "retrying", "upstream_failed"):
-            line += f": {error.splitlines()[0] if error.strip() else error}"
-        self.out.write(line + "\n")
+            text += f": {first_line(error)}"
+        self.out.write(visible(text) + "\n")
 
     def run_finished(self, run_id: str, status: str) -> None:
         pass
@@ -76,11 +77,11 @@ class RichReporter(PlainReporter):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[state]}"), console=self.console, transient=True,
+            TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("{task.fields[state]}", markup=False), console=self.console, transient=True,
         )
         self.progress.start()
-        self.bar = self.progress.add_task(workflow.name, total=len(workflow.tasks), state="")
+        self.bar = self.progress.add_task(visible(workflow.name), total=len(workflow.tasks), state="")
         self.active: dict[str, str] = {}
 
     def task_changed(self, task: str, status: str, attempt: int, error: str | None) -> None:
@@ -89,10 +90,10 @@ class RichReporter(PlainReporter):
             self.done += 1
             if not self.quiet and (status != "success" or self.done <= 200):
                 style = STYLE.get(status, "")
-                detail = f": {error.splitlines()[0]}" if error and status != "success" else ""
-                self.progress.console.print(f"[{style}]{status:>15}[/] {task}{detail}", highlight=False)
+                detail = f": {first_line(error)}" if error and status != "success" else ""
+                self.progress.console.print(line((f"{status:>15}", style), f" {task}{detail}"))
         elif status == "retrying" and not self.quiet:
-            self.progress.console.print(f"[yellow]{'retrying':>15}[/] {task}: {(error or '').splitlines()[0] if error else ''}", highlight=False)
+            self.progress.console.print(line((f"{'retrying':>15}", "yellow"), f" {task}: {first_line(error)}"))
         if status in ("running", "deferred"):
             self.active[task] = status
         else:
@@ -109,31 +110,32 @@ class RichReporter(PlainReporter):
         print_summary(self.console, record, self.quiet)
 
 
-def summary_line(record: RunRecord, style: str = "") -> str:
-    """``run ID STATUS in N s``; with a rich `style`, the status is marked up in it."""
+def summary_line(record: RunRecord) -> str:
+    """``run ID STATUS in N s``."""
     took = f" in {record.duration:.2f}s" if record.duration is not None else ""
-    status = f"[{style}]{record.status}[/]" if style else record.status
-    return f"run {record.id} {status}{took}"
+    return f"run {record.id} {record.status}{took}"
 
 
 def print_summary(console: Console, record: RunRecord, quiet: bool) -> None:
     from rich.table import Table
 
+    from ork_core.display import cell
+
     tasks = list(record.tasks.values())
-    style = STYLE.get(record.status, "")
     if not quiet and len(tasks) <= TABLE_LIMIT:
         table = Table("task", "status", "attempts", "duration")
         for t in tasks:
-            s = STYLE.get(t.status, "")
-            table.add_row(t.name, f"[{s}]{t.status}[/]" if s else t.status, str(t.attempt), f"{t.duration:.2f}s" if t.duration is not None else "-")
+            duration = f"{t.duration:.2f}s" if t.duration is not None else "-"
+            table.add_row(cell(t.name), cell(t.status, STYLE.get(t.status, "")), str(t.attempt), duration)
         console.print(table)
     elif not quiet:
         counts = Counter(t.status for t in tasks)
-        console.print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+        console.print(line("  ".join(f"{k}: {v}" for k, v in sorted(counts.items()))))
         bad = [t for t in tasks if t.status in ("failed",)][:20]
         for t in bad:
-            console.print(f"[red]failed[/] {t.name}: {(t.error or '').splitlines()[0] if t.error else ''}", highlight=False)
-    console.print(summary_line(record, style), highlight=False)
+            console.print(line(("failed", "red"), f" {t.name}: {first_line(t.error)}"))
+    took = f" in {record.duration:.2f}s" if record.duration is not None else ""
+    console.print(line(f"run {record.id} ", (record.status, STYLE.get(record.status, "")), took))
 
 
 def make_reporter(quiet: bool = False) -> PlainReporter:

@@ -2,7 +2,9 @@
 
 ``type`` resolves, in order, to a registered executor type (built-in or from an installed
 plugin) or to ``module:Class`` imported from the project directory. Config values may use
-``${VAR}`` (``${VAR:-default}``); their values are never echoed back in errors.
+``${VAR}`` (``${VAR:-default}``); a value that goes into a secret field (``SecretStr``, or a
+name like ``token``, ``password``, ``Authorization``) is masked wherever ork stores or prints
+it (`ork_core.secrets`).
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from ork_core.errors import (
 from ork_core.executors import ExecutorSpec, spec_of
 from ork_core.plugins import Plugins
 from ork_core.registry import import_target
+from ork_core.secrets import Interpolation, register_config
 from ork_core.yamlfile import YamlDoc, load_yaml, read_text, suggest, validation_problems
 
 PROJECT_FILE = "ork.yaml"
 DEFAULT_MAX_CONCURRENCY = 16
 MAX_CONCURRENCY = 10_000
+DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
 EXECUTOR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-\.]*")
 """An executor name in ork.yaml, matched whole (fullmatch, so "bq\n" is not a name)."""
 # strict: `max_concurrency: true` is not 1, "4" is not 4.
@@ -57,18 +61,26 @@ class ProjectFile(BaseModel):
     executors: dict[str, ExecutorEntry] = Field(default_factory=dict)
     storage: str | None = None
     max_concurrency: int = Field(default=DEFAULT_MAX_CONCURRENCY, ge=1, le=MAX_CONCURRENCY)
+    max_output_bytes: int = Field(default=DEFAULT_MAX_OUTPUT_BYTES, ge=1)
+    """Largest task output (its JSON encoding) ork stores; a larger one fails the task. Outputs are
+    kept in memory for dependents and stored with every run: big results belong in files."""
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def expand_env(value: Any, env: Mapping[str, str], path: tuple[str | int, ...], missing: list[tuple[tuple[str | int, ...], str]]) -> Any:
-    """Replace ``${VAR}`` in every string; record variables that are not set."""
+def expand_env(
+    value: Any, env: Mapping[str, str], path: tuple[str | int, ...], missing: list[tuple[tuple[str | int, ...], str]],
+    found: list[Interpolation] | None = None,
+) -> Any:
+    """Replace ``${VAR}`` in every string; record variables that are not set, and in `found` every value used."""
     if isinstance(value, str):
 
         def sub(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             if name in env:
+                if found is not None:
+                    found.append((path, name, env[name]))
                 return env[name]
             if default is not None:
                 return default
@@ -77,9 +89,9 @@ def expand_env(value: Any, env: Mapping[str, str], path: tuple[str | int, ...], 
 
         return _VAR.sub(sub, value)
     if isinstance(value, dict):
-        return {k: expand_env(v, env, path + (k,), missing) for k, v in value.items()}
+        return {k: expand_env(v, env, path + (k,), missing, found) for k, v in value.items()}
     if isinstance(value, list):
-        return [expand_env(v, env, path + (i,), missing) for i, v in enumerate(value)]
+        return [expand_env(v, env, path + (i,), missing, found) for i, v in enumerate(value)]
     return value
 
 
@@ -222,7 +234,10 @@ class Project:
                 raise
             raise ProjectError([self._problem(base + ("type",), str(exc))]) from None
         missing: list[tuple[tuple[str | int, ...], str]] = []
-        raw = expand_env(entry.config, self.env, base + ("config",), missing)
+        found: list[Interpolation] = []
+        raw = expand_env(entry.config, self.env, base + ("config",), missing, found)
+        # before anything can quote them: a validation message may echo a bad value
+        register_config(found, spec.config_model, len(base) + 1)
         if missing:
             raise ProjectError(
                 [self._problem(p, f"environment variable {var} is not set") for p, var in missing]

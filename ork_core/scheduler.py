@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import json
 import os
 import secrets
 import signal
@@ -36,7 +37,8 @@ from ork_core.plugins import Plugins
 from ork_core.proctree import KILL_WAIT, RUN_MARKER, end_group, group_members, marked_processes, signal_group
 from ork_core.project import Project
 from ork_core.scratch import sweep as sweep_scratch
-from ork_core.storage.base import FINAL_TASK_STATUSES, LogLine, Metric, RunUpdate, Storage, TaskUpdate
+from ork_core.secrets import mask_batch
+from ork_core.storage.base import FINAL_TASK_STATUSES, JSONText, LogLine, Metric, RunUpdate, Storage, TaskUpdate
 from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
 from ork_core.workers import DaemonPool, run_sync
 from ork_core.workflow import CompiledTask, CompiledWorkflow, required_params
@@ -74,13 +76,19 @@ class NullReporter:
 class StorageSink:
     """Buffers task log lines and metrics; they are written with the next state batch.
 
+    Written sooner when `limit` lines or `char_limit` characters are waiting: a task printing
+    one 100 MB line (logged as 1,600 pieces of 64 KiB) must not have all of it held here.
+
     A task's logging flushes a full buffer from the task's own thread. If storage refuses
     that write (a full disk), the error is ork's, not the task's: the lines stay buffered,
     the task goes on, and `on_write_error` tells the loop, whose next commit retries the
     write and stops the run, resumably, if it fails again.
     """
 
-    def __init__(self, storage: Storage, limit: int = 2000, on_write_error: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, storage: Storage, limit: int = 2000, char_limit: int = 4 * 1024 * 1024,
+        on_write_error: Callable[[], None] | None = None,
+    ) -> None:
         self._storage = storage
         self._lock = threading.Lock()
         self._logs: list[LogLine] = []
@@ -88,18 +96,22 @@ class StorageSink:
         self._limit = limit
         self._failed = False
         self._on_write_error = on_write_error
+        self._chars = 0
+        self._char_limit = char_limit
 
     def log(self, run_id: str, task: str, attempt: int, ts: float, level: str, stream: str, line: str) -> None:
         with self._lock:
             self._logs.append(LogLine(run_id, task, attempt, ts, level, stream, line))
-            full = len(self._logs) >= self._limit and not self._failed
+            self._chars += len(line)
+            full = (len(self._logs) >= self._limit or self._chars >= self._char_limit) and not self._failed
         if full:
             logs, metrics = self.take()
             try:
-                self._storage.write((), logs, metrics)
+                self._storage.write((), mask_batch((), logs), metrics)
             except StorageError:
                 with self._lock:  # kept for the loop's next commit, ahead of lines logged since
                     self._logs[:0], self._metrics[:0] = logs, metrics
+                    self._chars += sum(len(log.line) for log in logs)
                     self._failed = True  # no retry per logged line: the loop's commit retries
                 if self._on_write_error is not None:
                     self._on_write_error()
@@ -115,11 +127,12 @@ class StorageSink:
             logs, metrics = self._logs, self._metrics
             self._logs, self._metrics = [], []
             self._failed = False
+            self._chars = 0
         return logs, metrics
 
     def flush(self) -> None:
         logs, metrics = self.take()
-        self._storage.write((), logs, metrics)
+        self._storage.write((), mask_batch((), logs), metrics)
 
 
 @dataclass
@@ -148,6 +161,7 @@ class Outcome:
     deferred: Deferred | None = None
     timed_out: bool = False
     uncertain: bool = False  # KickoffUncertain: the retry keeps the try and adopts first
+    encoded: JSONText | None = None
 
 
 @dataclass
@@ -232,6 +246,21 @@ def to_output(result: Any, output_model: type[BaseModel] | None) -> Any:
         raise TaskError(f"output is not JSON-serialisable: {exc}") from None
 
 
+def encode_output(output: Any, limit: int) -> JSONText:
+    """The JSON text storage keeps for an output (encoded here, once); over `limit` bytes fails the task.
+
+    Every output is held in memory for the tasks that depend on it and read back by `ork runs
+    show`, so a 100 MB one would cost ork hundreds of MB: big results go to files.
+    """
+    text = json.dumps(output)  # what storage stored before; ASCII, so characters are bytes
+    if len(text) > limit:
+        raise TaskError(
+            f"output is {len(text):,} bytes as JSON, over the limit of {limit:,} (max_output_bytes in ork.yaml); "
+            "write big results to a file (e.g. in ctx.ensure_artifact_dir()) and return its path"
+        )
+    return JSONText(text)
+
+
 class Scheduler:
     """Executes one run of a compiled workflow to a final status."""
 
@@ -259,6 +288,7 @@ class Scheduler:
         self.reporter = reporter or NullReporter()
         self.limit = max_concurrency or workflow.max_concurrency or project.settings.max_concurrency
         self.kill_grace = kill_grace
+        self.max_output_bytes = project.settings.max_output_bytes
         self._poll_interval = poll_interval
         self.sink = StorageSink(storage, on_write_error=self._sink_write_failed)
         self.executors = ExecutorManager(project.resolve, self.hooks)
@@ -311,7 +341,7 @@ class Scheduler:
     def _commit(self) -> None:
         logs, metrics = self.sink.take()
         if self._updates or logs or metrics:
-            self.storage.write(self._updates, logs, metrics)
+            self.storage.write(self._updates, mask_batch(self._updates, logs), metrics)
             self._updates = []
             self._pending_task_update.clear()
         notices, self._notices = self._notices, []
@@ -364,11 +394,14 @@ class Scheduler:
         else:
             self._finish(st, "skipped", error=None)
 
-    def _finish(self, st: TaskState, status: str, *, error: str | None = None, output: Any = None, **fields: Any) -> None:
+    def _finish(
+        self, st: TaskState, status: str, *, error: str | None = None, output: Any = None, encoded: JSONText | None = None,
+        **fields: Any,
+    ) -> None:
         now = time.time()
         if status == "success":
             self.outputs[st.spec.name] = output
-            fields["output"] = output
+            fields["output"] = output if encoded is None else encoded
         # The final attempt stays in the task's own row; only superseded attempts (retried,
         # or cut short by a crash) get a row in the history table. One INSERT less per task.
         if st.status == "running":
@@ -462,7 +495,7 @@ class Scheduler:
 
     def _apply_outcome(self, st: TaskState, outcome: Outcome) -> None:
         if outcome.status == "success":
-            self._finish(st, "success", output=outcome.output)
+            self._finish(st, "success", output=outcome.output, encoded=outcome.encoded)
         elif outcome.status == "deferred":
             d = outcome.deferred
             assert d is not None
@@ -543,10 +576,11 @@ class Scheduler:
         if status.state is JobState.SUCCEEDED:
             try:
                 output = to_output(status.output, self._output_model(st))
+                encoded = encode_output(output, self.max_output_bytes)
             except TaskError as exc:
                 self._fail_or_retry(st, str(exc))
                 return
-            self._finish(st, "success", output=output, last_poll_at=event.polled_at)
+            self._finish(st, "success", output=output, encoded=encoded, last_poll_at=event.polled_at)
         else:
             self._fail_or_retry(st, status.error or "the external job failed")
 
@@ -633,7 +667,8 @@ class Scheduler:
             if isinstance(result, Deferred):
                 outcome = Outcome("deferred", deferred=result)
             else:
-                outcome = Outcome("success", output=to_output(result, self.executors.resolved(spec.executor).spec.output_model))
+                output = to_output(result, self.executors.resolved(spec.executor).spec.output_model)
+                outcome = Outcome("success", output=output, encoded=encode_output(output, self.max_output_bytes))
         except asyncio.CancelledError:
             ctx.cancel_event.set()
             if self._stop_signal is not None:

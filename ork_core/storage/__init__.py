@@ -31,7 +31,10 @@ def open_storage(url: str, registry: Registry) -> Storage:
     try:
         reg = registry.get("storage", scheme)
     except LookupError as exc:
-        raise StorageError(f"state database {url!r}: {exc}") from None
+        from ork_core.secrets import register_url, strip_password
+
+        register_url(url)  # the backend that would have used it is not there; the password stays hidden anyway
+        raise StorageError(f"state database {strip_password(url)!r}: {exc}") from None
     cls = reg.load()
     storage = cls(url)
     if not isinstance(storage, Storage):

@@ -49,9 +49,21 @@ FINAL_RUN_STATUSES = frozenset({"success", "failed", "cancelled"})
 FINAL_TASK_STATUSES = frozenset({"success", "failed", "skipped", "upstream_failed", "cancelled"})
 
 
+class JSONText(str):
+    """A value the scheduler has already encoded as JSON (a task's output): store the text as is.
+
+    The scheduler encodes each output once, to check it against ``max_output_bytes``; a backend
+    that gets a `JSONText` for ``output`` must not encode it again.
+    """
+
+    __slots__ = ()
+
+
 @dataclass
 class TaskUpdate:
     """Set `fields` (names from TASK_FIELDS; `output`/`handle` are JSON-encoded) on one task.
+
+    ``output`` usually arrives as `JSONText`, already encoded.
 
     `attempt_row="end"` also records attempt number `attempt` in the history table, from
     `try_number`, `status`, `started_at`, `finished_at` and `error` in `fields`. Only
@@ -121,6 +133,9 @@ class TaskRecord:
     """Retries that repeated their try because the kickoff may have reached the service."""
     adopt_first: bool = False
     """The next attempt keeps the try (and idempotency key) and calls ``adopt`` before ``run``."""
+    output_excerpt: str | None = None
+    """With ``get_run(…, excerpt=n)``: the first n characters of the output's JSON text
+    (``output`` is then None and ``error`` is cut to n characters too)."""
 
     @property
     def duration(self) -> float | None:
@@ -219,8 +234,14 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
-    def get_run(self, run_id: str) -> RunRecord:
-        """A run with its tasks; raises RunNotFoundError (with close ids) if unknown."""
+    def get_run(self, run_id: str, *, excerpt: int | None = None) -> RunRecord:
+        """A run with its tasks; raises RunNotFoundError (with close ids) if unknown.
+
+        With `excerpt`, for displays: each task's output is not decoded, only the first
+        `excerpt` characters of its JSON go to `TaskRecord.output_excerpt`, and errors are cut
+        to `excerpt` characters — read from the database as such, so a run with big outputs
+        costs what is shown, not what is stored.
+        """
 
     @abc.abstractmethod
     def list_runs(self, limit: int = 50, *, unfinished: bool = False) -> list[RunRecord]:

@@ -21,10 +21,12 @@ from typing import Any
 from urllib.parse import unquote
 
 from ork_core.errors import RunNotFoundError, StorageError, StorageWriteError
+from ork_core.secrets import private_dir, private_file
 from ork_core.storage.base import (
     RUN_FIELDS,
     TASK_FIELDS,
     AttemptRecord,
+    JSONText,
     LogLine,
     Metric,
     RunRecord,
@@ -130,7 +132,12 @@ class SQLiteStorage(Storage):
         super().__init__(url)
         self.path = path_from_url(url)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            # owner-only, like everything ork writes: state holds outputs, errors and logs; SQLite
+            # gives the -wal and -shm files the database file's mode
+            for suffix in ("", "-wal", "-shm"):
+                if suffix == "" or os.path.exists(f"{self.path}{suffix}"):
+                    private_file(f"{self.path}{suffix}")
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open state database {self.path}: {exc}") from None
@@ -302,7 +309,10 @@ class SQLiteStorage(Storage):
             else:
                 sql = self._update_sql("tasks", tuple(fields))
                 params = (
-                    *(dumps(v) if v is not None and (k == "output" or k == "handle") else v for k, v in fields.items()),
+                    *(
+                        dumps(v) if v is not None and (k == "output" or k == "handle") and type(v) is not JSONText else v
+                        for k, v in fields.items()
+                    ),
                     u.run_id,
                     u.task,
                 )
@@ -364,7 +374,7 @@ class SQLiteStorage(Storage):
             next_try_at=row[20], uncertain_retries=row[21], adopt_first=bool(row[22]),
         )
 
-    def get_run(self, run_id: str) -> RunRecord:
+    def get_run(self, run_id: str, *, excerpt: int | None = None) -> RunRecord:
         with self._lock:
             row = self._db.execute(f"SELECT {self._RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
             if row is None:
@@ -373,10 +383,29 @@ class SQLiteStorage(Storage):
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise RunNotFoundError(f"no run {run_id!r} in {self.path}{hint}")
             run = self._run(row)
+            if excerpt is not None:
+                self._task_excerpts(run, excerpt)
+                return run
             for trow in self._db.execute(f"SELECT {self._TASK_COLS} FROM tasks WHERE run_id=? ORDER BY rowid", (run_id,)):
                 task = self._task(trow)
                 run.tasks[task.name] = task
         return run
+
+    def _task_excerpts(self, run: RunRecord, n: int) -> None:
+        """The tasks of `run` with the start of each output and error, never a whole output.
+
+        The output's first bytes are read through SQLite's incremental blob I/O: even
+        ``substr(output, 1, n)`` (or ``output IS NOT NULL``) would load the whole value first;
+        ``typeof`` does not. Stored outputs are ASCII JSON, so bytes are characters.
+        """
+        cols = self._TASK_COLS.replace(" output, error,", " NULL, substr(error, 1, ?),")
+        query = f"SELECT {cols}, rowid, typeof(output) != 'null' FROM tasks WHERE run_id=? ORDER BY rowid"
+        for trow in self._db.execute(query, (n, run.id)):
+            task = self._task(trow[:-2])
+            if trow[-1]:
+                with self._db.blobopen("tasks", "output", trow[-2], readonly=True) as blob:
+                    task.output_excerpt = blob.read(n).decode("utf-8", "ignore")
+            run.tasks[task.name] = task
 
     def list_runs(self, limit: int = 50, *, unfinished: bool = False) -> list[RunRecord]:
         where = "WHERE status NOT IN ('success','failed','cancelled')" if unfinished else ""

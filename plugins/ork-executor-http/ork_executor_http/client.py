@@ -9,11 +9,15 @@ request goes to the least busy one, and requests wait for a free connection here
 in a pool's queue. Measured with bench/deferred.py: ~2.5x less CPU per status poll.
 
 Messages name the method and the URL with credentials masked; headers are never part of one.
+A response body may still echo them (some services put the request in their error), so the
+client registers the values of credential headers and of a ``base_url`` password with ork
+(``ork.register_secret``), which masks them in everything it stores and prints.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import ssl
 import time
@@ -21,9 +25,9 @@ from typing import Any
 
 import httpx
 
-from ork import TaskError
+from ork import TaskError, mask_secrets, register_secret
 from ork_executor_http.config import HttpConfig
-from ork_executor_http.credentials import redact_url
+from ork_executor_http.credentials import is_sensitive, redact_url
 
 _SNIPPET = 300
 SHARD = 4
@@ -61,7 +65,8 @@ def _verify(value: bool | str) -> bool | ssl.SSLContext:
 
 
 def snippet(response: httpx.Response) -> str:
-    text = " ".join(response.text.split())
+    """The start of a body for a message; masked before it is cut, so no secret is left half-shown."""
+    text = mask_secrets(" ".join(response.text.split()))
     return text[:_SNIPPET] + ("…" if len(text) > _SNIPPET else "") if text else "(empty)"
 
 
@@ -73,6 +78,18 @@ class HttpClient:
         self._pools: list[httpx.AsyncClient] = []
         self._busy: list[int] = []
         self._slots: asyncio.Semaphore | None = None
+        self._base_auth = _register_credentials(config)
+
+    def _auth_for(self, url: httpx.URL) -> httpx.BasicAuth | None:
+        """The base URL's user and password for a URL of the same origin that carries none.
+
+        Handles store URLs without the password (`ork_executor_http.executors`); a status poll
+        to the service of ``base_url`` gets the credentials from the config again.
+        """
+        if self._base_auth is None or url.userinfo:
+            return None
+        origin, auth = self._base_auth
+        return auth if (url.scheme, url.host, url.port) == origin else None
 
     def _open(self) -> None:
         verify = _verify(self.config.verify)
@@ -126,7 +143,7 @@ class HttpClient:
                 pool = self._busy.index(min(self._busy))
                 self._busy[pool] += 1
                 try:
-                    return await self._pools[pool].send(request)
+                    return await self._pools[pool].send(request, auth=self._auth_for(request.url))
                 finally:
                     self._busy[pool] -= 1
         except httpx.TimeoutException as exc:
@@ -180,6 +197,26 @@ class HttpClient:
         pools, self._pools = self._pools, []
         for pool in pools:
             await pool.aclose()
+
+
+def _register_credentials(config: HttpConfig) -> tuple[tuple[str, str, int | None], httpx.BasicAuth] | None:
+    """Tell ork which values to mask; return the base URL's origin and credentials, if it has a password."""
+    for name, value in config.headers.items():
+        if is_sensitive(name):
+            secret = value.get_secret_value()
+            register_secret(secret)
+            scheme, _, credential = secret.partition(" ")
+            if credential and scheme.lower() in ("bearer", "basic", "token", "digest"):
+                register_secret(credential)
+    if not config.base_url:
+        return None
+    url = httpx.URL(config.base_url)
+    if not url.password:
+        return None
+    register_secret(url.password)
+    basic = base64.b64encode(f"{url.username}:{url.password}".encode()).decode()
+    register_secret(basic)  # what a service echoing the Authorization header would show
+    return (url.scheme, url.host, url.port), httpx.BasicAuth(url.username, url.password)
 
 
 def elapsed_ms(started: float) -> str:

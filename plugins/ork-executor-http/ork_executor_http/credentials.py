@@ -20,6 +20,14 @@ def is_sensitive(name: str) -> bool:
     return lowered in _EXACT or any(word in lowered for word in _WORDS)
 
 
+def without_userinfo(url: str) -> str:
+    """The URL without ``user:password@``: what a deferred handle stores."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def redact_url(url: str) -> str:
     """The URL with credential-like query values and any userinfo password masked, for logs and messages."""
     parts = urlsplit(url)

@@ -15,7 +15,7 @@ from typing import Any
 from ork import Context, Deferred, KickoffUncertain, TaskError, executor, load_task_config
 from ork_executor_http.client import HttpClient, HttpError, elapsed_ms
 from ork_executor_http.config import HttpAsyncTask, HttpConfig, HttpTask
-from ork_executor_http.credentials import redact_url
+from ork_executor_http.credentials import redact_url, without_userinfo
 from ork_executor_http.jsonpath import get_path
 from ork_executor_http.rendering import (
     Request,
@@ -131,9 +131,12 @@ class HttpAsyncExecutor(_Base):
             raise TaskError(f"run_id_path {task.run_id_path!r}: expected a string or number, got {run_id!r}")
         run_id = str(run_id)
         with_id = {**variables, "run_id": run_id}
-        status_url = self.http.absolute(render_text(task.status_url, with_id, ctx=ctx, key="status_url"))
+        # stored without user:password@ (the client adds the base URL's credentials back when polling)
+        status_url = without_userinfo(self.http.absolute(render_text(task.status_url, with_id, ctx=ctx, key="status_url")))
         cancel_url = (
-            self.http.absolute(render_text(task.cancel_url, with_id, ctx=ctx, key="cancel_url")) if task.cancel_url else None
+            without_userinfo(self.http.absolute(render_text(task.cancel_url, with_id, ctx=ctx, key="cancel_url")))
+            if task.cancel_url
+            else None
         )
         handle = {
             "run_id": run_id,

@@ -2,6 +2,8 @@
 
 Routes:
   ANY  /echo…            200, the request as JSON (method, path, query, headers, json)
+  ANY  /reflect…         500, every request header (Authorization too) in the JSON error body,
+                         as services that echo the request in their errors do
   GET  /status/<code>    that status, with a JSON error body
   GET  /slow/<seconds>   200 after a pause (for timeouts)
   GET  /text             200, a plain-text body
@@ -87,6 +89,9 @@ class _Handler(BaseHTTPRequestHandler):
             query = {k: v[0] if len(v) == 1 else v for k, v in parse_qs(url.query).items()}
             headers = {k.lower(): v for k, v in self.headers.items() if k.lower() != "authorization"}
             self._reply(200, {"method": self.command, "path": url.path, "query": query, "headers": headers, "json": body})
+        elif parts[:1] == ["reflect"]:
+            headers = sorted(self.headers.items(), key=lambda kv: kv[0].lower() != "authorization")  # credentials first
+            self._reply(500, {"error": "internal error", "request": {"path": url.path, "headers": dict(headers)}})
         elif parts[:1] == ["status"] and len(parts) == 2:
             self._reply(int(parts[1]), {"error": f"you asked for {parts[1]}"})
         elif parts[:1] == ["slow"] and len(parts) == 2:

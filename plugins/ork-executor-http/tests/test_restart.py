@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -142,11 +144,23 @@ def test_a_signal_leaves_the_job_running_and_resume_adopts_it(
     storage.close()
 
 
+def _files_hold(folder: Path, *secrets: str) -> list[str]:
+    """The files under `folder` (the database, its WAL, logs, artifacts) that contain one of `secrets`."""
+    return [
+        str(p) for p in folder.rglob("*") if p.is_file() and any(s.encode() in p.read_bytes() for s in secrets)
+    ]
+
+
 def test_credentials_never_reach_storage_logs_or_output(proj: HttpProject, procs: list[subprocess.Popen[str]]) -> None:
+    assert proj.ork_done("runs")[0] == 0  # creates the database: held open below, so the WAL stays to be read
+    keep = sqlite3.connect(proj.dir / ".ork" / "ork.db")
+    keep.execute("SELECT count(*) FROM runs").fetchall()
     proj.workflow(
         {
             "sync": {"executor": "api", "url": "/echo", "body": {"x": 1}},
             "bad": {"executor": "api", "url": "/status/500"},
+            "reflect": {"executor": "api", "url": "/reflect"},  # a 500 whose body echoes the Authorization header
+            "reflect_kickoff": job_task(url="/reflect"),
             "async_ok": job_task(job={"polls": 1}),
             "async_fail": job_task(job={"outcome": "fail"}),
             "async_flaky": job_task(job={"errors": 1}),
@@ -161,11 +175,45 @@ def test_credentials_never_reach_storage_logs_or_output(proj: HttpProject, procs
     assert sum(h.get("authorization") == f"Bearer {TOKEN}" for h in seen) == len(seen) > 8
     storage = proj.storage()
     (run,) = storage.list_runs()
-    shown = [proj.ork_done(*args)[1] for args in (("runs", "show", run.id, "--json"), ("logs", run.id), ("jobs", "--json"))]
+    shown = [
+        proj.ork_done(*args)
+        for args in (("runs", "show", run.id, "--json"), ("runs", "show", run.id), ("logs", run.id), ("jobs", "--json"))
+    ]
+    reflected = storage.get_run(run.id).tasks["reflect"].error or ""
     storage.close()
-    assert f"POST {proj.server.url}/jobs -> 202 Accepted" in shown[1]
-    texts = [out, err, *shown]
+    assert f"POST {proj.server.url}/jobs -> 202 Accepted" in shown[2][1]
+    assert '"Authorization": "***"' in reflected, reflected  # the service did echo it; ork masked it
+    assert '\\"Authorization\\": \\"***\\"' in shown[0][1] and '"Authorization": "***"' in out
+    texts = [out, err, *(o + e for _, o, e in shown)]
     assert all(TOKEN not in text for text in texts)
-    files = [p for p in (proj.dir / ".ork").rglob("*") if p.is_file()]
-    assert any(p.name == "ork.db" for p in files)
-    assert all(TOKEN.encode() not in Path(p).read_bytes() for p in files)
+    files = {p.name for p in (proj.dir / ".ork").rglob("*") if p.is_file()}
+    assert {"ork.db", "ork.db-wal", "ork.db-shm"} <= files, files
+    assert (proj.dir / ".ork" / "ork.db-wal").stat().st_size > 0
+    assert _files_hold(proj.dir / ".ork", TOKEN) == []
+    keep.close()
+
+
+def test_a_password_in_base_url_is_never_stored_and_polls_still_authenticate(
+    proj: HttpProject, procs: list[subprocess.Popen[str]]
+) -> None:
+    password = "pw-in-the-url-5a1e"
+    basic = base64.b64encode(f"ork-user:{password}".encode()).decode()
+    with_password = proj.server.url.replace("http://", f"http://ork-user:{password}@")
+    proj.configure(base_url=with_password)
+    proj.workflow({"job": job_task(job={"polls": 2}), "reflect": {"executor": "api", "url": "/reflect"}})
+    code, out, err = proj.ork_done("run", "wf.yaml")
+    assert code == 1, out + err  # `reflect` fails; `job` succeeds
+    storage = proj.storage()
+    (run,) = storage.list_runs()
+    record = storage.get_run(run.id)
+    storage.close()
+    assert record.tasks["job"].status == "success", record.tasks["job"].error
+    assert record.tasks["job"].handle is None or password not in json.dumps(record.tasks["job"].handle)
+    seen = proj.server.recorder.headers
+    polls = [h for h in seen if h.get("authorization", "").startswith("Basic ")]
+    assert len(polls) == len(seen) >= 4  # kickoff, status polls, reflect: all authenticated from base_url
+    shown = [proj.ork_done(*args) for args in (("runs", "show", run.id, "--json"), ("runs", "show", run.id), ("logs", run.id))]
+    texts = [out, err, *(o + e for _, o, e in shown)]
+    assert all(password not in text and basic not in text for text in texts)
+    assert "ork-user:***@127.0.0.1" in shown[0][1] or "ork-user:***@127.0.0.1" in shown[2][1]
+    assert _files_hold(proj.dir / ".ork", password, basic) == []

@@ -8,6 +8,7 @@ tail of stderr are kept (for ``output: last_line_json`` and for error messages).
 from __future__ import annotations
 
 import collections
+import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,7 +47,9 @@ class OutputRecorder:
         if out is None:
             if self.folder is None:  # a command that prints nothing never costs a folder
                 self.folder = self.ctx.ensure_artifact_dir()
-            out = self._files[stream] = open(self.path(stream), "wb")  # noqa: SIM115 - closed in close()
+            # owner-only (0600), like everything in .ork/: a command's output may hold what it should not
+            fd = os.open(self.path(stream), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            out = self._files[stream] = open(fd, "wb")  # noqa: SIM115 - closed in close()
         out.write(data)
         self.bytes[stream] += len(data)
 

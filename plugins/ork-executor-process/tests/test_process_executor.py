@@ -41,6 +41,16 @@ def test_default_output_is_exit_code_and_duration(project: Path) -> None:
     assert (folder / "stderr.log").read_bytes() == b"warn\n"
 
 
+def test_logs_and_attempt_folders_are_owner_only(project: Path) -> None:
+    result = run(project, command=["sh", "-c", "echo hello; echo warn >&2"])
+    assert result.ok, result.describe()
+    folder = attempt_dir(project, result)
+    for path in (folder / "stdout.log", folder / "stderr.log"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    for path in (folder, folder.parent, folder.parent.parent, project / ".ork" / "artifacts"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+
+
 def test_output_from_ork_output_with_artifacts(project: Path) -> None:
     script = 'printf "%s" "{\\"rows\\": 3}" > "$ORK_OUTPUT"; mkdir -p "$ORK_ARTIFACT_DIR/sub"; printf abc > "$ORK_ARTIFACT_DIR/sub/a.txt"'
     result = run(project, command=["sh", "-c", script], artifacts=True)
