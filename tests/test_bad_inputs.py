@@ -174,7 +174,7 @@ def corpus() -> list[Case]:
         "max_retry_delay": ["-1", "1e9", ".inf", "'1h'"],
         "timeout": ["0", "-1", ".inf", ".nan", "1e300", "yes", "'30s'"],
         "on_failure": ["always", "true", "[run]"],
-        "env": ["[A]", "{A: 1}", "{A: [x]}", "A=1"],
+        "env": ["[A]", "{A: 1}", "{A: [x]}", "A=1", '{"A=B": x}', '{"": x}', '{A: "x\\0y"}'],
         "description": ["[x]", "{a: 1}", "5"],
         "depends_on": ["b", "{b: 1}", "[1]"],
     }
