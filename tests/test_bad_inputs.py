@@ -1,7 +1,7 @@
 """A corpus of malformed workflows and ork.yaml files, each through the real ``ork run`` and ``ork validate``.
 
 For every file: ``ork run`` exits 2 and ``ork validate`` exits 1 (both are the CLI's codes for
-invalid input), stderr names the file (and the line, where there is one), no exception escapes
+invalid input; a bad ork.yaml is also checked by ``ork validate`` alone), stderr names the file (and the line, where there is one), no exception escapes
 the CLI (which a user would see as a traceback), and each answer comes within 5 s.
 """
 
@@ -297,6 +297,8 @@ def test_every_malformed_file_gets_one_clear_error(tmp_path: Path) -> None:
     jobs: list[dict[str, object]] = [
         {"cwd": str(folder), "args": args} for folder in folders for args in (["run", "wf.yaml"], ["validate", "wf.yaml"])
     ]
+    # `ork validate` with no workflow checks ork.yaml alone
+    jobs += [{"cwd": str(folder), "args": ["validate"]} for folder, case in folders.items() if case.names == "ork.yaml"]
     started = time.monotonic()
     results = run_corpus(jobs, tmp_path)
     elapsed = time.monotonic() - started
