@@ -154,7 +154,7 @@ class Project:
             raise ProjectError([text])
         if not text.strip():
             return cls(dir=folder, plugins=plugins, file=path, env=env)
-        doc = load_yaml(path, text=text, what="a mapping with an 'executors' section")
+        doc = load_yaml(path, text=text, what="a mapping with an 'executors' section", allow_empty=True)
         if doc.problems and doc.data is None:
             raise ProjectError(doc.problems)
         if doc.data is None or (isinstance(doc.data, dict) and not doc.data):

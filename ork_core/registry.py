@@ -56,7 +56,7 @@ def import_target(target: str, *, search_path: Path | None = None, want_class: b
         raise ExecutorImportError(
             f"module {module_name!r} was found but needs {missing!r}, which is not installed: {exc}"
         ) from exc
-    except Exception as exc:  # a plugin's import-time bug must not read like a typo
+    except (Exception, SystemExit) as exc:  # a plugin's import-time bug (or sys.exit) must not read like a typo, nor end ork
         raise ExecutorImportError(f"module {module_name!r} failed to import: {type(exc).__name__}: {exc}") from exc
     finally:
         if added:

@@ -323,6 +323,11 @@ def _compile_task(
     except ValidationError as exc:
         problems += validation_problems(doc, exc, base)
         return None
+    for var, value in tm.env.items():  # what no process environment can hold
+        if not var or "=" in var or "\0" in var:
+            problems.append(doc.problem(base + ("env", var), f"{var!r} is not an environment variable name (it must be non-empty, without '=' or NUL)"))
+        elif "\0" in value:
+            problems.append(doc.problem(base + ("env", var), "an environment variable cannot hold a NUL character"))
     if tm.retry_delay > tm.max_retry_delay:
         problems.append(
             doc.problem(base + ("retry_delay",), f"retry_delay {tm.retry_delay:g} is more than max_retry_delay {tm.max_retry_delay:g}; "

@@ -340,8 +340,12 @@ def _file_kind(mode: int) -> str | None:
     return "not a regular file"
 
 
-def load_yaml(path: Path, *, text: str | None = None, what: str = "a mapping") -> YamlDoc:
-    """Parse a YAML file; a syntax error, an empty file or a refused one becomes a `Problem` with its line."""
+def load_yaml(path: Path, *, text: str | None = None, what: str = "a mapping", allow_empty: bool = False) -> YamlDoc:
+    """Parse a YAML file; a syntax error, an empty file or a refused one becomes a `Problem` with its line.
+
+    `allow_empty`: a file with no document (blank, or only comments) gives ``data=None`` and
+    no problem, for files whose absence of content means "the defaults" (ork.yaml).
+    """
     name = str(path)
     if text is None:
         read = read_text(path)
@@ -353,7 +357,8 @@ def load_yaml(path: Path, *, text: str | None = None, what: str = "a mapping") -
         doc = YamlDoc(name, None, text=text)
         data = _from_events(loader, doc)
         if data is _EMPTY:
-            return YamlDoc(name, None, problems=[Problem(name, "", f"the file is empty; expected {what}")], text=text)
+            empty = [] if allow_empty else [Problem(name, "", f"the file is empty; expected {what}")]
+            return YamlDoc(name, None, problems=empty, text=text)
         doc.data = data
     except _Bad as exc:
         return YamlDoc(name, None, problems=[Problem(name, dotted(exc.path or ()), exc.message, exc.line)], text=text)

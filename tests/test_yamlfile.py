@@ -152,3 +152,11 @@ def test_bad_utf8_names_its_line(cli: Cli, project: Path) -> None:
     (project / "wf.yaml").write_bytes(b"name: w\ntasks:\n  a: {file: t\xffsks.py}\n")
     result = cli("run", "wf.yaml", cwd=project)
     assert result.code == 2 and "wf.yaml:3: not UTF-8 text: byte 0xff" in result.err
+
+
+def test_an_ork_yaml_of_only_comments_means_the_defaults_like_an_empty_one(cli: Cli, project: Path) -> None:
+    write(project / "tasks.py", TASKS)
+    write(project / "wf.yaml", "name: w\n" + WF_TAIL)
+    write(project / "ork.yaml", "# executors:\n#   bq: {type: bigquery}\n")
+    result = cli("run", "wf.yaml", cwd=project)
+    assert result.code == 0, result.err

@@ -137,7 +137,7 @@ class CloudRunClients:
 
     def job_path(self, job: str) -> str:
         """Full resource name for a short job ID; full names are checked against our project/region."""
-        match = _JOB_NAME.match(job)
+        match = _JOB_NAME.fullmatch(job)
         if match is not None:
             if (match["project"], match["region"]) != (self.project, self.region):
                 raise CloudRunConfigError(
@@ -147,7 +147,7 @@ class CloudRunClients:
                     job=job,
                 )
             return job
-        if not _RESOURCE_ID.match(job):
+        if not _RESOURCE_ID.fullmatch(job):
             raise CloudRunConfigError(
                 f"invalid Cloud Run job name {job!r}: use lowercase letters, digits and hyphens, "
                 "starting with a letter, at most 63 characters",
@@ -348,7 +348,7 @@ def _from_api_error(
 
 def parse_execution_name(execution_name: str) -> dict[str, str]:
     """Split a full execution name into project, region, job and execution IDs."""
-    match = _EXECUTION_NAME.match(execution_name)
+    match = _EXECUTION_NAME.fullmatch(execution_name)
     if match is None:
         raise CloudRunConfigError(
             f"not a Cloud Run execution name: {execution_name!r} (expected projects/P/locations/R/jobs/J/executions/E)",
@@ -359,7 +359,7 @@ def parse_execution_name(execution_name: str) -> dict[str, str]:
 
 def _same_execution(a: str, b: str) -> bool:
     """Compare by job and execution ID, since the API may spell the project by number or by ID."""
-    pa, pb = _EXECUTION_NAME.match(a), _EXECUTION_NAME.match(b)
+    pa, pb = _EXECUTION_NAME.fullmatch(a), _EXECUTION_NAME.fullmatch(b)
     if pa is None or pb is None:
         return a == b
     return (pa["region"], pa["job"], pa["execution"]) == (pb["region"], pb["job"], pb["execution"])
@@ -611,7 +611,7 @@ def status_from_execution(execution: run_v2.Execution) -> ExecutionStatus:
         completion_time=_iso(execution.completion_time),
         log_uri=str(execution.log_uri),
         message=message,
-        console_link=execution_console_link(name) if _EXECUTION_NAME.match(name) else "",
+        console_link=execution_console_link(name) if _EXECUTION_NAME.fullmatch(name) else "",
         execution_name=name,
     )
 

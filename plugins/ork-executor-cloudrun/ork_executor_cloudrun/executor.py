@@ -62,7 +62,7 @@ _JOB_HELP = (
 def _check_job(value: str | None) -> str | None:
     if value is None or "{{" in value or "{%" in value:  # a template is checked once rendered
         return value
-    if not (_JOB_ID.match(value) or _JOB_FULL.match(value)):
+    if not (_JOB_ID.fullmatch(value) or _JOB_FULL.fullmatch(value)):
         raise ValueError(f"{value!r} is not {_JOB_HELP}")
     return value
 
