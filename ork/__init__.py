@@ -13,6 +13,7 @@ from ork_core.errors import (
     ExecutorDefinitionError,
     ExecutorImportError,
     OrkError,
+    PathError,
     PluginError,
     PluginLoadError,
     ProjectError,
@@ -26,6 +27,7 @@ from ork_core.errors import (
 )
 from ork_core.executors import ExecutorSpec, executor
 from ork_core.hookspecs import hookimpl, hookspec
+from ork_core.paths import resolve_path
 from ork_core.plugins import PLUGIN_API_VERSION
 from ork_core.registry import Register
 
@@ -64,6 +66,7 @@ __all__ = [
     "JobTracker",
     "Metrics",
     "OrkError",
+    "PathError",
     "PluginError",
     "PluginLoadError",
     "ProjectError",
@@ -83,4 +86,5 @@ __all__ = [
     "load_task_config",
     "poll_each",
     "render",
+    "resolve_path",
 ]

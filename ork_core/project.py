@@ -52,6 +52,8 @@ class ProjectFile(BaseModel):
     executors: dict[str, ExecutorEntry] = Field(default_factory=dict)
     storage: str | None = None
     max_concurrency: PositiveInt = DEFAULT_MAX_CONCURRENCY
+    allowed_path_roots: list[str] = Field(default_factory=list)
+    """Folders outside the project that workflows may name paths in (relative to ork.yaml's folder, or absolute)."""
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -147,6 +149,11 @@ class Project:
         if problems:
             raise ProjectError(problems)
         return cls(dir=folder, plugins=plugins, file=path, settings=settings, doc=doc, env=env)
+
+    @property
+    def path_roots(self) -> tuple[Path, ...]:
+        """``allowed_path_roots`` as absolute folders: where workflow paths may point besides the project."""
+        return tuple((self.dir / Path(r).expanduser()).resolve() for r in self.settings.allowed_path_roots)
 
     @property
     def label(self) -> str:

@@ -77,11 +77,14 @@ _lock = threading.Lock()
 _prepared: dict[tuple[str, str, str], _Prepared] = {}
 
 
-def _import(task: PythonTask, ctx: Context) -> Any:
-    if task.file is not None:
-        path = ctx.resolve(task.file).resolve()
-        if not path.is_file():
-            raise TaskError(f"python file {task.file!r} not found (looked for {path})")
+def source_file(task: PythonTask, ctx: Context) -> Path:
+    """The task's ``file``, relative to the workflow's folder and confined to the project."""
+    assert task.file is not None
+    return ctx.resolve_path(task.file, field=f"tasks.{ctx.task_name}.file", must_exist="file")
+
+
+def _import(task: PythonTask, ctx: Context, path: Path | None) -> Any:
+    if path is not None:
         name = "ork_task_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
         module = sys.modules.get(name)
         if module is None:
@@ -109,7 +112,10 @@ def _import(task: PythonTask, ctx: Context) -> Any:
 
 
 def prepare(task: PythonTask, ctx: Context) -> _Prepared:
-    key = (task.file and str(ctx.resolve(task.file)) or "", task.module or "", task.function)
+    # Resolved (and confined) on every call, not only when preparing: the cache must not let a
+    # second workflow use a file outside its own project.
+    path = source_file(task, ctx) if task.file is not None else None
+    key = (str(path or ""), task.module or "", task.function)
     found = _prepared.get(key)
     if found is not None:
         return found
@@ -117,7 +123,7 @@ def prepare(task: PythonTask, ctx: Context) -> _Prepared:
         found = _prepared.get(key)
         if found is not None:
             return found
-        module = _import(task, ctx)
+        module = _import(task, ctx, path)
         func = getattr(module, task.function, None)
         label = f"{task.module or task.file}:{task.function}"
         if func is None or not callable(func):

@@ -17,9 +17,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, ValidationError
 
-from ork_core.errors import OrkError, Problem, ProjectError, WorkflowError
+from ork_core.errors import OrkError, PathError, Problem, ProjectError, WorkflowError
+from ork_core.paths import resolve_path
 from ork_core.project import Project
-from ork_core.yamlfile import YamlDoc, load_yaml, suggest, validation_problems
+from ork_core.yamlfile import YamlDoc, dotted, load_yaml, suggest, validation_problems
 
 TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 DEFAULT_EXECUTOR = "python"
@@ -351,11 +352,15 @@ def _compile_task(
             )
     config_file = ""
     if tm.config_file:
-        cf = Path(tm.config_file)
-        cf = cf if cf.is_absolute() else (path.parent / cf)
-        if not cf.is_file():
-            problems.append(doc.problem(base + ("config_file",), f"config file {tm.config_file!r} not found (looked for {cf})"))
-        config_file = str(cf)
+        try:
+            config_file = str(
+                resolve_path(
+                    tm.config_file, field=dotted(base + ("config_file",)), relative_to=path.parent,
+                    project_dir=project.dir, allowed_roots=project.path_roots, must_exist="file",
+                )
+            )
+        except PathError as exc:
+            problems.append(doc.problem(base + ("config_file",), f"config file {exc.reason}"))
     if len(problems) > before:
         return None
     return CompiledTask(

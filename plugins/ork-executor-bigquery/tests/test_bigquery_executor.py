@@ -10,6 +10,7 @@ through the real google-cloud-bigquery client over HTTP.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -241,6 +242,29 @@ def test_template_beside_its_config_file_is_found_and_a_missing_one_is_explained
     error = missing.error or ""
     assert "tasks/gone.yaml: file: SQL template 'sql/gone.sql' not found; looked for" in error
     assert str(tmp_path / "sql" / "gone.sql") in error and str(tmp_path / "tasks" / "sql" / "gone.sql") in error
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink", "config_file"])
+def test_a_template_outside_the_project_is_refused(tmp_path: Path, how: str) -> None:
+    project, outside = tmp_path / "proj", tmp_path / "elsewhere"
+    write(outside / "evil.sql", "SELECT 1\n")
+    config_file = ""
+    raw = {"dotdot": "../elsewhere/evil.sql", "absolute": str(outside / "evil.sql"), "symlink": "link.sql"}.get(how, "")
+    if how == "symlink":
+        project.mkdir()
+        (project / "link.sql").symlink_to(outside / "evil.sql")
+    if how == "config_file":  # relative to the config file's folder, the last place looked in
+        config_file = str(write(project / "tasks" / "t.yaml", "file: ../../elsewhere/evil.sql\n"))
+        raw = "../../elsewhere/evil.sql"
+    runner = BigQueryExecutor(BigQueryConfig(project=PROJECT, credentials="anonymous"))
+    ctx = context({} if config_file else {"file": raw}, project)
+    with pytest.raises(TaskError) as info:
+        runner.prepare(config_file, ctx, {})
+    field = f"{config_file}: file" if config_file else "tasks.load.file"
+    assert str(info.value).startswith(f"{field}: {raw!r} resolves to {outside / 'evil.sql'}, outside the project folder")
+    assert "allowed_path_roots" in str(info.value)
+    allowed = dataclasses.replace(ctx, allowed_path_roots=(outside,))
+    assert runner.prepare(config_file, allowed, {}).sql == "SELECT 1\n"
 
 
 def test_offending_lines_without_a_position() -> None:

@@ -61,15 +61,7 @@ def _render(value: Any, variables: Mapping[str, Any], ctx: Context, key: str) ->
 def _script_argv(task: ProcessTask, ctx: Context, variables: Mapping[str, Any]) -> list[str]:
     """The argv that runs `task.script`: via `interpreter`, directly, or via its #! line."""
     raw = str(_render(task.script, variables, ctx, "script"))
-    path = ctx.resolve(raw).resolve()
-    project = ctx.project_dir.resolve()
-    if not path.is_relative_to(project):
-        raise TaskError(
-            f"tasks.{ctx.task_name}.script: {raw!r} is {path}, outside the project folder {project}; "
-            "scripts must live inside the project"
-        )
-    if not path.is_file():
-        raise TaskError(f"tasks.{ctx.task_name}.script: {raw!r} not found (looked for {path})")
+    path = ctx.resolve_path(raw, field=f"tasks.{ctx.task_name}.script", must_exist="file")
     args = [str(a) for a in _render(task.args, variables, ctx, "args")]
     if task.interpreter:
         return [*task.interpreter, str(path), *args]
@@ -161,9 +153,7 @@ class ProcessExecutor:
         cwd = ctx.workflow_dir
         if task.cwd is not None:
             raw_cwd = str(_render(task.cwd, variables, ctx, "cwd"))
-            cwd = ctx.resolve(raw_cwd)
-            if not cwd.is_dir():
-                raise TaskError(f"tasks.{ctx.task_name}.cwd: {raw_cwd!r} ({cwd}) is not a directory")
+            cwd = ctx.resolve_path(raw_cwd, field=f"tasks.{ctx.task_name}.cwd", must_exist="dir")
         env = self._env(task, ctx, variables)
         recorder = OutputRecorder(
             ctx,

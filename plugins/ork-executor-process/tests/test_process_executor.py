@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from ork import WorkflowError
 from ork.testing import TaskResult, run_task
 from ork_core.proctree import group_members
 
@@ -167,6 +170,54 @@ def test_script_outside_the_project(project: Path, tmp_path_factory: pytest.Temp
     assert "outside the project folder" in (result.error or "") and str(outside) in (result.error or "")
     result = run(project, script="../" * 8 + "etc/passwd")
     assert "outside the project folder" in (result.error or "")
+
+
+def refused(project: Path, **task: Any) -> str:
+    """Why a task with a bad path did not run: caught by validation, or failed at run time."""
+    try:
+        result = run(project, **task)
+    except WorkflowError as exc:
+        return str(exc)
+    assert result.status == "failed", result.describe()
+    return result.error or ""
+
+
+@pytest.mark.parametrize("key", ["script", "cwd"])
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_script_and_cwd_outside_the_project_are_refused(
+    project: Path, tmp_path_factory: pytest.TempPathFactory, key: str, how: str
+) -> None:
+    outside = tmp_path_factory.mktemp("elsewhere")
+    (outside / "evil.sh").write_text("#!/bin/sh\necho no\n")
+    (outside / "evil.sh").chmod(0o755)
+    target = outside / "evil.sh" if key == "script" else outside
+    if how == "dotdot":
+        raw = "../" * len(project.parts) + str(target).lstrip("/")
+    elif how == "absolute":
+        raw = str(target)
+    else:
+        (project / "link").symlink_to(target)
+        raw = "link"
+    task: dict[str, Any] = {"script": raw} if key == "script" else {"command": ["true"], "cwd": raw}
+    error = refused(project, **task)
+    assert f"tasks.task.{key}: {raw!r} resolves to {target.resolve()}, outside the project folder" in error, error
+    assert "allowed_path_roots" in error
+
+
+def test_allowed_path_roots_lets_a_script_and_cwd_out(tmp_path: Path) -> None:
+    project, outside = tmp_path / "proj", tmp_path / "shared"
+    project.mkdir()
+    outside.mkdir()
+    (outside / "hello.sh").write_text("#!/bin/sh\necho hello from $(pwd)\n")
+    (outside / "hello.sh").chmod(0o755)
+    (project / "ork.yaml").write_text("allowed_path_roots: [../shared]\n")
+    (project / "flow.yaml").write_text(
+        "name: w\ntasks:\n  a: {executor: process, script: ../shared/hello.sh, cwd: ../shared}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORK_")}
+    done = subprocess.run([sys.executable, "-m", "ork_core", "run", "flow.yaml"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_non_utf8_output_fails_with_the_line(project: Path) -> None:
