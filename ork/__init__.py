@@ -16,6 +16,7 @@ from ork_core.errors import (
     PathError,
     PluginError,
     PluginLoadError,
+    Problem,
     ProjectError,
     RunNotFoundError,
     StorageError,
@@ -32,12 +33,13 @@ from ork_core.plugins import PLUGIN_API_VERSION
 from ork_core.registry import Register
 
 if TYPE_CHECKING:
+    from ork_core.checks import TaskWhere
     from ork_core.taskconfig import load_task_config
     from ork_core.templating import render
 
 # Imported on first use: they pull in Jinja2 and YAML, which a plugin's registration
 # module (`from ork import hookimpl`) should not pay for.
-_LAZY = {"load_task_config": "ork_core.taskconfig", "render": "ork_core.templating"}
+_LAZY = {"load_task_config": "ork_core.taskconfig", "render": "ork_core.templating", "TaskWhere": "ork_core.checks"}
 
 
 def __getattr__(name: str) -> Any:
@@ -69,6 +71,7 @@ __all__ = [
     "PathError",
     "PluginError",
     "PluginLoadError",
+    "Problem",
     "ProjectError",
     "Register",
     "RunNotFoundError",
@@ -77,6 +80,7 @@ __all__ = [
     "TaskLogger",
     "TaskSkipped",
     "TaskTimeoutError",
+    "TaskWhere",
     "UnknownExecutorError",
     "WorkflowError",
     "__version__",

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegative
 
 from ork_core.errors import OrkError, PathError, Problem, ProjectError, WorkflowError
 from ork_core.paths import resolve_path
-from ork_core.project import Project
+from ork_core.checks import TaskWhere
+from ork_core.project import Project, ResolvedExecutor
 from ork_core.yamlfile import YamlDoc, dotted, load_yaml, suggest, validation_problems
 
 TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -233,8 +234,9 @@ def load_workflow(path: Path, project: Project) -> CompiledWorkflow:
         problems += validation_problems(doc, exc, valid_keys={(): WorkflowModel.model_fields.keys()})
         raise WorkflowError(problems) from None
     tasks: dict[str, CompiledTask] = {}
+    cache: dict[Any, Any] = {}  # for executors' check(): a file many tasks name is read once
     for name, raw in model.tasks.items():
-        task = _compile_task(doc, path, project, model, name, raw, problems)
+        task = _compile_task(doc, path, project, model, name, raw, problems, cache)
         if task is not None:
             tasks[name] = task
     # Every task as written takes part, so a cycle through a task with other problems is reported too.
@@ -272,6 +274,7 @@ def _compile_task(
     name: str,
     raw: Any,
     problems: list[Problem],
+    cache: dict[Any, Any] | None = None,
 ) -> CompiledTask | None:
     base: tuple[str | int, ...] = ("tasks", name)
     if not TASK_NAME.match(name):
@@ -305,6 +308,7 @@ def _compile_task(
     # executor
     task_config_model = None
     resolved_ok = False
+    resolved: ResolvedExecutor | None = None
     try:
         resolved = project.resolve(tm.executor)
         task_config_model = resolved.spec.task_config_model
@@ -361,6 +365,13 @@ def _compile_task(
             )
         except PathError as exc:
             problems.append(doc.problem(base + ("config_file",), f"config file {exc.reason}"))
+    if resolved is not None and len(problems) == before and resolved.spec.has("check"):
+        checked = TaskWhere(
+            task_name=name, doc=doc, workflow_dir=path.parent, project_dir=project.dir, config=resolved.config,
+            task_keys=extra, config_file=config_file, env=tm.env, allowed_path_roots=project.path_roots,
+            cache={} if cache is None else cache,
+        )
+        problems += _executor_check(resolved, checked)
     if len(problems) > before:
         return None
     return CompiledTask(
@@ -376,6 +387,15 @@ def _compile_task(
         env=dict(tm.env),
         task_config=extra,
     )
+
+
+def _executor_check(resolved: ResolvedExecutor, where: TaskWhere) -> list[Problem]:
+    """The executor's own static ``check`` of a task; a check that raises is reported, not fatal."""
+    try:
+        found = resolved.spec.cls.check(where.task_keys, where)  # type: ignore[attr-defined]
+    except Exception as exc:
+        return [where.problem((), f"executor {resolved.name!r}: check() failed: {type(exc).__name__}: {exc}")]
+    return [p if isinstance(p, Problem) else where.problem((), str(p)) for p in found or ()]
 
 
 def required_params(workflow: CompiledWorkflow) -> set[str]:
