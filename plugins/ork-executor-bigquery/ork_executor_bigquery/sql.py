@@ -15,7 +15,15 @@ from typing import Any
 
 from ork import Context, PathError, TaskError, render
 
-__all__ = ["error_position", "find_template", "offending_lines", "render_sql", "template_folders", "template_label"]
+__all__ = [
+    "error_position",
+    "find_template",
+    "offending_lines",
+    "render_sql",
+    "template_folders",
+    "template_label",
+    "template_syntax_error",
+]
 
 _CONTEXT_LINES = 1
 """Lines shown before and after the offending one."""
@@ -77,6 +85,14 @@ def render_sql(path: Path, label: str, variables: Mapping[str, Any]) -> str:
     if not sql.strip():
         raise TaskError(f"{label}: the SQL template renders to an empty query")
     return sql
+
+
+def template_syntax_error(text: str, label: str) -> str | None:
+    """Why a SQL template does not parse ("<label>:<line>: template syntax error: …"), for ``ork validate``."""
+    from ork_core.templating import syntax_error
+
+    error = syntax_error(text)
+    return None if error is None else f"{label}:{error[0]}: template syntax error: {error[1]}"
 
 
 def error_position(message: str) -> tuple[int | None, int | None]:

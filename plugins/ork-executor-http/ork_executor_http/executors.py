@@ -9,11 +9,12 @@ instead of starting another one.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ork import Context, Deferred, TaskError, executor, load_task_config
+from ork import Context, Deferred, Problem, TaskError, executor, load_task_config
 from ork_executor_http.client import HttpClient, elapsed_ms
-from ork_executor_http.config import HttpAsyncTask, HttpConfig, HttpTask
+from ork_executor_http.config import HttpAsyncTask, HttpConfig, HttpTask, RequestKeys
 from ork_executor_http.credentials import redact_url
 from ork_executor_http.jsonpath import get_path
 from ork_executor_http.rendering import (
@@ -23,10 +24,27 @@ from ork_executor_http.rendering import (
     template_variables,
 )
 
+if TYPE_CHECKING:
+    from ork import TaskWhere
+
 TRACKER = "http_async"
 
 
 class _Base:
+    _task_model: ClassVar[type[RequestKeys]] = HttpTask
+    _templated: ClassVar[tuple[str, ...]] = ("url", "headers", "query", "body")
+    """The task keys that are Jinja templates, checked for syntax by ``ork validate``."""
+
+    @classmethod
+    def check(cls, task: Mapping[str, Any], where: TaskWhere) -> list[Problem]:
+        """``ork validate``: the merged task keys (config_file included) and the syntax of every template."""
+        settings, problems = where.task_config(cls._task_model)
+        if settings is None:
+            return problems
+        for key in cls._templated:
+            problems += where.templates(getattr(settings, key), key)
+        return problems
+
     def __init__(self, config: HttpConfig) -> None:
         self.config = config
         self.http = HttpClient(config)
@@ -80,6 +98,9 @@ class HttpAsyncExecutor(_Base):
     The kickoff carries ork's idempotency key (header ``Idempotency-Key`` by default), which
     stays the same when ork restarts and changes only when the task is retried.
     """
+
+    _task_model = HttpAsyncTask
+    _templated = (*_Base._templated, "status_url", "cancel_url", "lookup_url")
 
     def __init__(self, config: HttpConfig) -> None:
         super().__init__(config)

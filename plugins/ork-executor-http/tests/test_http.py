@@ -132,6 +132,14 @@ def test_connection_refused_is_one_clear_message(proj: HttpProject) -> None:
             {"executor": "jobs", "url": "/jobs", "status_url": "/jobs/{{ run_id }}", "success_states": ["done"], "failure_states": ["done"]},
             "state(s) done are listed in both success_states and failure_states",
         ),
+        # template syntax, found before anything runs
+        ({"executor": "api", "url": "/x/{{ params.id "}, "tasks.t.url: template syntax error on line 1:"),
+        ({"executor": "api", "url": "/x", "query": {"q": "{% for %}"}}, "tasks.t.query.q: template syntax error on line 1:"),
+        ({"executor": "api", "url": "/x", "body": {"a": ["{{ }}"]}}, "tasks.t.body.a[0]: template syntax error on line 1:"),
+        (
+            {"executor": "jobs", "url": "/jobs", "status_url": "/jobs/{{ run_id }"},
+            "tasks.t.status_url: template syntax error on line 1:",
+        ),
     ],
 )
 def test_bad_task_keys_are_caught_by_validation(proj: HttpProject, task: dict[str, object], message: str) -> None:

@@ -19,9 +19,9 @@ import shlex
 import shutil
 import tempfile
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ork import Context, TaskError, executor, load_task_config
+from ork import Context, PathError, Problem, TaskError, executor, load_task_config
 from ork_core.proctree import Completed, TreeProcess, task_markers, tree_alive
 from ork_executor_process.config import ProcessConfig, ProcessTask
 from ork_executor_process.results import (
@@ -32,6 +32,9 @@ from ork_executor_process.results import (
     read_output_file,
 )
 from ork_executor_process.streams import OutputRecorder
+
+if TYPE_CHECKING:
+    from ork import TaskWhere
 
 
 def template_variables(ctx: Context, upstream: Mapping[str, Any]) -> dict[str, Any]:
@@ -145,6 +148,26 @@ class ProcessExecutor:
             }
         )
         return env
+
+    @staticmethod
+    def check(task: Mapping[str, Any], where: TaskWhere) -> list[Problem]:
+        """``ork validate``: the merged task keys, template syntax, and a ``script``/``cwd`` that is
+        not a template exists inside the project. Nothing is run."""
+        settings, problems = where.task_config(ProcessTask)
+        if settings is None:
+            return problems
+        for key in ("command", "script", "args", "cwd"):
+            problems += where.templates(getattr(settings, key), key)
+        problems += where.templates(dict(where.env), "env")
+        for key, kind in (("script", "file"), ("cwd", "dir")):
+            raw = getattr(settings, key)
+            if raw is None or _has_template(raw):
+                continue
+            try:
+                where.resolve_path(raw, field=key, must_exist=kind)  # type: ignore[arg-type]
+            except PathError as exc:
+                problems.append(where.problem(key, exc.reason))
+        return problems
 
     async def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> Any:  # noqa: B006 - the executor contract
         task = load_task_config(ProcessTask, config_file, ctx)
