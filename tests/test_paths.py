@@ -84,10 +84,13 @@ def test_missing_paths_name_every_place_looked_in(layout: tuple[Path, Path]) -> 
 
 
 def _run(cli: Cli, project: Path, task: str) -> str:
+    """`ork run` refuses to start (exit 2) and `ork validate` reports the same (exit 1)."""
     wf = write(project / "flows" / "wf.yaml", "name: w\ntasks:\n  a:\n" + task)
     result = cli("run", str(wf), cwd=project)
-    assert result.code != 0, result.out
+    assert result.code == 2, result.out + result.err
     assert "Traceback" not in result.out + result.err
+    validated = cli("validate", str(wf), cwd=project)
+    assert validated.code == 1 and validated.err == result.err, validated.err
     return result.out + result.err
 
 
@@ -124,3 +127,22 @@ def test_allowed_path_roots_in_ork_yaml_is_the_opt_out(cli: Cli, layout: tuple[P
     )
     result = cli("run", str(wf), cwd=project)
     assert result.code == 0, result.out + result.err
+
+
+def test_the_run_time_guard_holds_too(layout: tuple[Path, Path], fresh_modules: None) -> None:
+    """A file swapped for a symlink after `ork validate` is still refused when the task runs."""
+    import dataclasses
+
+    from ork_core.context import Context, MemorySink, Metrics, TaskLogger
+    from ork_core.python_executor import PythonTask, prepare
+
+    project, outside = layout
+    sink = MemorySink()
+    ctx = Context(
+        task_name="a", workflow_name="w", run_id="r", attempt=1, log=TaskLogger(sink, "r", "a", 1),
+        metrics=Metrics(sink, "r", "a", 1), workflow_dir=project / "flows", project_dir=project,
+    )
+    task = PythonTask(file="../../elsewhere/out.py", function="f")
+    with pytest.raises(PathError, match="tasks.a.file: '../../elsewhere/out.py' resolves to .*outside the project folder"):
+        prepare(task, ctx)
+    assert prepare(task, dataclasses.replace(ctx, allowed_path_roots=(outside,))).func() == 1
