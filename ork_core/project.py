@@ -7,6 +7,7 @@ plugin) or to ``module:Class`` imported from the project directory. Config value
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -150,7 +151,7 @@ class Project:
             raise ProjectError(problems)
         return cls(dir=folder, plugins=plugins, file=path, settings=settings, doc=doc, env=env)
 
-    @property
+    @functools.cached_property
     def path_roots(self) -> tuple[Path, ...]:
         """``allowed_path_roots`` as absolute folders: where workflow paths may point besides the project."""
         return tuple((self.dir / Path(r).expanduser()).resolve() for r in self.settings.allowed_path_roots)

@@ -164,16 +164,14 @@ def prepare(task: PythonTask, ctx: Context) -> _Prepared:
         return found
 
 
-_CHECKED_KEYS = ("file", "module", "function", "isolation", "python")
-
-
 def check_task(keys: Mapping[str, Any], where: TaskWhere) -> list[Problem]:
     """Static checks of a python task (see `PythonExecutor.check`).
 
     Judged once per distinct (file or module, function, interpreter) in a validation: the
     10,000 tasks of one workflow that call the same module cost one look, not 10,000.
     """
-    key: tuple[Any, ...] | None = ("python.check", id(where.config), where.workflow_dir, *(keys.get(k) for k in _CHECKED_KEYS))
+    get = keys.get  # the cache lives for one workflow's validation: its folder is the same for every task
+    key: tuple[Any, ...] | None = ("python.check", id(where.config), get("file"), get("module"), get("function"), get("isolation"), get("python"))
     try:
         found = where.cache.get(key)
     except TypeError:  # a value that is not a plain string: judged on its own
