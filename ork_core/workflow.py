@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, ValidationError
 
+from ork_core.checks import TaskWhere
 from ork_core.errors import OrkError, PathError, Problem, ProjectError, WorkflowError
 from ork_core.paths import resolve_path
-from ork_core.checks import TaskWhere
 from ork_core.project import Project, ResolvedExecutor
 from ork_core.yamlfile import YamlDoc, dotted, load_yaml, suggest, validation_problems
 
