@@ -157,3 +157,15 @@ def test_bad_executor_config_names_the_field(proj: HttpProject) -> None:
     assert code == 1
     assert "executors.api.config.base_url" in err and "must start with http:// or https://" in err
     assert TOKEN not in out + err
+
+
+def test_template_syntax_errors_stop_validate_and_run(proj: HttpProject) -> None:
+    """`ork validate` exits 1 and `ork run` exits 2 before any request is sent."""
+    (proj.dir / "req.yaml").write_text("url: /x\nbody: {a: '{{ params.a '}\n")
+    proj.workflow({"t": {"executor": "api", "url": "/x/{% if %}"}, "u": {"executor": "api", "config_file": "req.yaml"}})
+    validated = proj.ork_done("validate", "wf.yaml")
+    ran = proj.ork_done("run", "wf.yaml")
+    assert (validated[0], ran[0]) == (1, 2), validated[2] + ran[2]
+    assert ran[1] == "" and ran[2] == validated[2]
+    assert f"{proj.dir / 'wf.yaml'}:5: tasks.t.url: template syntax error on line 1:" in validated[2]
+    assert f"{proj.dir / 'req.yaml'}:2: body.a: template syntax error on line 1:" in validated[2]
