@@ -14,8 +14,10 @@ from ork_core.errors import (
     ExecutorImportError,
     KickoffUncertain,
     OrkError,
+    PathError,
     PluginError,
     PluginLoadError,
+    Problem,
     ProjectError,
     RunNotFoundError,
     StorageError,
@@ -27,18 +29,20 @@ from ork_core.errors import (
 )
 from ork_core.executors import ExecutorSpec, executor
 from ork_core.hookspecs import hookimpl, hookspec
+from ork_core.paths import resolve_path
 from ork_core.plugins import PLUGIN_API_VERSION
 from ork_core.registry import Register
 from ork_core.secrets import mask as mask_secrets
 from ork_core.secrets import register as register_secret
 
 if TYPE_CHECKING:
+    from ork_core.checks import TaskWhere
     from ork_core.taskconfig import load_task_config
     from ork_core.templating import render
 
 # Imported on first use: they pull in Jinja2 and YAML, which a plugin's registration
 # module (`from ork import hookimpl`) should not pay for.
-_LAZY = {"load_task_config": "ork_core.taskconfig", "render": "ork_core.templating"}
+_LAZY = {"load_task_config": "ork_core.taskconfig", "render": "ork_core.templating", "TaskWhere": "ork_core.checks"}
 
 
 def __getattr__(name: str) -> Any:
@@ -68,8 +72,10 @@ __all__ = [
     "KickoffUncertain",
     "Metrics",
     "OrkError",
+    "PathError",
     "PluginError",
     "PluginLoadError",
+    "Problem",
     "ProjectError",
     "Register",
     "RunNotFoundError",
@@ -78,6 +84,7 @@ __all__ = [
     "TaskLogger",
     "TaskSkipped",
     "TaskTimeoutError",
+    "TaskWhere",
     "UnknownExecutorError",
     "WorkflowError",
     "__version__",
@@ -89,4 +96,5 @@ __all__ = [
     "poll_each",
     "register_secret",
     "render",
+    "resolve_path",
 ]

@@ -11,10 +11,10 @@ import re
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     import asyncio
@@ -173,6 +173,8 @@ class Context:
     """The task's ``env`` from the workflow file."""
     workflow_dir: Path = field(default_factory=Path.cwd)
     project_dir: Path = field(default_factory=Path.cwd)
+    allowed_path_roots: tuple[Path, ...] = ()
+    """Folders outside the project that ork.yaml's ``allowed_path_roots`` lets workflow paths point into."""
     artifact_dir: Path | None = None
     timeout: float | None = None
     executor_name: str = ""
@@ -221,6 +223,31 @@ class Context:
         return scratch_dir(self.project_dir)
 
     def resolve(self, path: str | Path) -> Path:
-        """A path from the workflow, relative to the workflow file's folder."""
+        """A path from the workflow, relative to the workflow file's folder (not checked: see `resolve_path`)."""
         p = Path(path)
         return p if p.is_absolute() else (self.workflow_dir / p)
+
+    def resolve_path(
+        self,
+        raw: str | Path,
+        *,
+        field: str,
+        relative_to: Path | Sequence[Path] | None = None,
+        must_exist: Literal["file", "dir"] | None = None,
+    ) -> Path:
+        """A path the workflow names, resolved and confined to the project (ork's one rule for paths).
+
+        Relative to the workflow's folder unless `relative_to` says otherwise; symlinks are
+        followed; outside the project (and ``allowed_path_roots``) raises PathError naming
+        `field` (e.g. ``tasks.load.file``), the value, where it resolves and the opt-out.
+        """
+        from ork_core.paths import resolve_path
+
+        return resolve_path(
+            raw,
+            field=field,
+            relative_to=self.workflow_dir if relative_to is None else relative_to,
+            project_dir=self.project_dir,
+            allowed_roots=self.allowed_path_roots,
+            must_exist=must_exist,
+        )

@@ -17,6 +17,7 @@ The hierarchy::
     ├── RunNotFoundError (LookupError)
     ├── RunClaimedError              another live process executes the run
     └── TaskError                    raised inside a task; fails that task with this message
+        ├── PathError (ValueError)    a path a workflow names is outside the project, or missing
         ├── TaskTimeoutError (TimeoutError)
         ├── KickoffUncertain         the submission may have reached the service; no answer came
         └── TaskSkipped              raise to mark the task skipped instead of failed
@@ -27,6 +28,7 @@ Each error keeps its context as attributes so callers (and tests) never parse me
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 
@@ -169,6 +171,22 @@ class TaskError(OrkError):
     """Raise inside a task to fail it with exactly this message (no traceback is stored)."""
 
 
+class PathError(TaskError, ValueError):
+    """Raised by ``resolve_path`` when a path a workflow names is outside the project folder
+    (and the folders ork.yaml allows), or is missing. A TaskError, so a task that meets it
+    fails with its message; ``ork validate`` reports it against the workflow field."""
+
+    def __init__(self, reason: str, *, field: str, value: str, resolved: Path, outside: bool) -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.outside = outside
+        """True: refused as outside the allowed folders; False: inside, but missing (or the wrong kind)."""
+        self.reason = reason
+        """The message without the field, for a caller that shows the field itself."""
+        self.field = field
+        self.value = value
+        self.resolved = resolved
+
+
 class TaskTimeoutError(TaskError, TimeoutError):
     """The task ran longer than its `timeout`."""
 
@@ -197,6 +215,7 @@ __all__ = [
     "ExecutorImportError",
     "KickoffUncertain",
     "OrkError",
+    "PathError",
     "PluginError",
     "PluginLoadError",
     "Problem",

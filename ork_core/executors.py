@@ -1,8 +1,8 @@
 """The executor contract: ``@executor``, what it checks, and the per-run executor manager.
 
 An executor needs ``__init__(self, config: SomeModel)`` and
-``run(self, config_file, ctx, upstream={})``; ``close``, ``cancel`` and ``adopt`` are
-optional and detected, never required (a small interface is easier to implement right).
+``run(self, config_file, ctx, upstream={})``; ``close``, ``cancel``, ``adopt`` and ``check``
+are optional and detected, never required (a small interface is easier to implement right).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T", bound=type)
 
-_OPTIONAL_METHODS = ("close", "cancel", "adopt")
+_OPTIONAL_METHODS = ("close", "cancel", "adopt", "check")
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,12 @@ def inspect_executor(cls: type, task_config: type[BaseModel] | None = None) -> E
     if task_config is not None and not (isinstance(task_config, type) and issubclass(task_config, BaseModel)):
         raise ExecutorDefinitionError(f"@executor {name}: task_config must be a pydantic BaseModel subclass")
     optional = frozenset(m for m in _OPTIONAL_METHODS if callable(getattr(cls, m, None)))
+    if "check" in optional and not isinstance(inspect.getattr_static(cls, "check"), (staticmethod, classmethod)):
+        raise ExecutorDefinitionError(
+            f"@executor {name}: check must be a @staticmethod or @classmethod, "
+            "'def check(task: Mapping[str, Any], where: TaskWhere) -> list[Problem | str]': "
+            "ork validates workflows without creating the executor"
+        )
     return ExecutorSpec(
         cls=cls,
         config_model=config_model,

@@ -9,6 +9,7 @@ it (`ork_core.secrets`).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -64,6 +65,8 @@ class ProjectFile(BaseModel):
     max_output_bytes: int = Field(default=DEFAULT_MAX_OUTPUT_BYTES, ge=1)
     """Largest task output (its JSON encoding) ork stores; a larger one fails the task. Outputs are
     kept in memory for dependents and stored with every run: big results belong in files."""
+    allowed_path_roots: list[str] = Field(default_factory=list)
+    """Folders outside the project that workflows may name paths in (relative to ork.yaml's folder, or absolute)."""
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -175,6 +178,11 @@ class Project:
         if problems:
             raise ProjectError(problems)
         return cls(dir=folder, plugins=plugins, file=path, settings=settings, doc=doc, env=env)
+
+    @functools.cached_property
+    def path_roots(self) -> tuple[Path, ...]:
+        """``allowed_path_roots`` as absolute folders: where workflow paths may point besides the project."""
+        return tuple((self.dir / Path(r).expanduser()).resolve() for r in self.settings.allowed_path_roots)
 
     @property
     def label(self) -> str:

@@ -17,7 +17,7 @@ import inspect
 import sys
 import threading
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,9 +26,12 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, model_
 
 from ork_core.bindings import resolve
 from ork_core.context import Context
-from ork_core.errors import TaskError
+from ork_core.errors import PathError, Problem, TaskError
 from ork_core.executors import executor
 from ork_core.taskconfig import load_task_config
+
+if typing.TYPE_CHECKING:
+    from ork_core.checks import TaskWhere
 
 
 class PythonConfig(BaseModel):
@@ -88,11 +91,14 @@ def _lock_for(key: object) -> threading.Lock:
         return _locks.setdefault(key, threading.Lock())
 
 
-def _import(task: PythonTask, ctx: Context) -> Any:
-    if task.file is not None:
-        path = ctx.resolve(task.file).resolve()
-        if not path.is_file():
-            raise TaskError(f"python file {task.file!r} not found (looked for {path})")
+def source_file(task: PythonTask, ctx: Context) -> Path:
+    """The task's ``file``, relative to the workflow's folder and confined to the project."""
+    assert task.file is not None
+    return ctx.resolve_path(task.file, field=f"tasks.{ctx.task_name}.file", must_exist="file")
+
+
+def _import(task: PythonTask, ctx: Context, path: Path | None) -> Any:
+    if path is not None:
         name = "ork_task_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
         module = sys.modules.get(name)
         if module is None:
@@ -120,7 +126,10 @@ def _import(task: PythonTask, ctx: Context) -> Any:
 
 
 def prepare(task: PythonTask, ctx: Context) -> _Prepared:
-    key = (task.file and str(ctx.resolve(task.file)) or "", task.module or "", task.function)
+    # Resolved (and confined) on every call, not only when preparing: the cache must not let a
+    # second workflow use a file outside its own project.
+    path = source_file(task, ctx) if task.file is not None else None
+    key = (str(path or ""), task.module or "", task.function)
     found = _prepared.get(key)
     if found is not None:
         return found
@@ -129,7 +138,7 @@ def prepare(task: PythonTask, ctx: Context) -> _Prepared:
         if found is not None:
             return found
         with _lock_for(key[:2]):  # two functions of one file: it is executed once, and wholly
-            module = _import(task, ctx)
+            module = _import(task, ctx, path)
         func = getattr(module, task.function, None)
         label = f"{task.module or task.file}:{task.function}"
         if func is None or not callable(func):
@@ -165,6 +174,72 @@ def prepare(task: PythonTask, ctx: Context) -> _Prepared:
         found = _Prepared(func, label, params, wants_ctx, wants_upstream, frozenset(required), returns, inspect.iscoroutinefunction(func))
         _prepared[key] = found
         return found
+
+
+def check_task(keys: Mapping[str, Any], where: TaskWhere) -> list[Problem]:
+    """Static checks of a python task (see `PythonExecutor.check`).
+
+    Judged once per distinct (file or module, function, interpreter) in a validation: the
+    10,000 tasks of one workflow that call the same module cost one look, not 10,000.
+    """
+    get = keys.get  # the cache lives for one workflow's validation: its folder is the same for every task
+    key: tuple[Any, ...] | None = ("python.check", id(where.config), get("file"), get("module"), get("function"), get("isolation"), get("python"))
+    try:
+        found = where.cache.get(key)
+    except TypeError:  # a value that is not a plain string: judged on its own
+        key, found = None, None
+    if found is None:
+        task, problems = where.task_config(PythonTask, merge_config_file=False)  # config_file is the function's own
+        if task is None:
+            return problems
+        found = _judge(task, where)
+        if key is not None:
+            where.cache[key] = found
+    return [where.problem(field_, message) for field_, message in found]
+
+
+def _judge(task: PythonTask, where: TaskWhere) -> list[tuple[str, str]]:
+    """(field, message) for what is wrong with `task`'s function, found without importing anything.
+
+    A task run by another interpreter (``python:``) may import what ork's cannot, and parse
+    what ork's cannot: its module is not looked for, and its syntax is not judged.
+    """
+    from ork_core.python_static import MISSING, find_module_source, read_source
+
+    config = where.config
+    own = isinstance(config, PythonConfig) and ((task.isolation or config.isolation) == "thread" or not (task.python or config.python))
+    if task.file is not None:
+        key, label = "file", task.file
+        try:
+            source = where.resolve_path(task.file, field="file", must_exist="file")
+        except PathError as exc:
+            return [("file", exc.reason)]
+    else:
+        assert task.module is not None
+        if not own:
+            return []
+        key, label = "module", task.module
+        folders = [where.project_dir, where.workflow_dir]
+        found = find_module_source(task.module, folders, where.cache)
+        if found == MISSING:
+            searched = ", ".join(str(f) for f in dict.fromkeys(folders))
+            return [("module", f"module {task.module!r} not found (searched {searched} and installed packages)")]
+        if not isinstance(found, Path):
+            return []
+        source = found
+    parsed = read_source(source, where.cache)
+    if parsed.syntax_error is not None and own:
+        line, message = parsed.syntax_error
+        return [(key, f"{label}{f':{line}' if line else ''}: syntax error: {message} (in {source})")]
+    if parsed.names is None or task.function in parsed.names:
+        return []
+    import difflib
+
+    public = [n for n in parsed.defined if not n.startswith("_")]
+    close = difflib.get_close_matches(task.function, sorted(n for n in parsed.names if not n.startswith("_")), n=2)
+    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    shown = ", ".join(public[:20]) + (f" and {len(public) - 20} more" if len(public) > 20 else "")
+    return [("function", f"{label} has no function {task.function!r}{hint}; it defines: {shown or 'no public function'}")]
 
 
 def call(prepared: _Prepared, inputs: dict[str, Any], ctx: Context, upstream: dict[str, Any]) -> Any:
@@ -241,6 +316,11 @@ class PythonExecutor:
 
     def __init__(self, config: PythonConfig) -> None:
         self.config = config
+
+    @staticmethod
+    def check(task: Mapping[str, Any], where: TaskWhere) -> list[Problem]:
+        """``ork validate``: the file or module exists and defines the function; nothing is imported."""
+        return check_task(task, where)
 
     def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> Any:
         task = load_task_config(PythonTask, "", ctx)  # config_file is the function's own, not task keys

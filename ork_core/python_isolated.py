@@ -67,9 +67,11 @@ def find_interpreter(python: str | None, ctx: Context) -> str:
 
 
 def _request(task: PythonTask, inputs: Mapping[str, Any], ctx: Context, upstream: Mapping[str, Any]) -> bytes:
+    from ork_core.python_executor import source_file
+
     data = {
         "module": task.module,
-        "file": task.file,
+        "file": str(source_file(task, ctx)) if task.file is not None else None,  # confined here, not in the child
         "function": task.function,
         "inputs": dict(inputs),
         "upstream": dict(upstream),

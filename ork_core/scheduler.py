@@ -639,6 +639,7 @@ class Scheduler:
             env=spec.env,
             workflow_dir=self.workflow.dir,
             project_dir=self.project.dir,
+            allowed_path_roots=self.project.path_roots,
             timeout=spec.timeout,
             executor_name=spec.executor,
             record_process_group=functools.partial(self._record_group, spec.name, st.attempt),

@@ -24,6 +24,15 @@ def _compile(template: str) -> jinja2.Template:
     return _ENV.from_string(template)
 
 
+def syntax_error(template: str) -> tuple[int, str] | None:
+    """Why `template` does not parse, as (line, message), or None: for ``ork validate``, before any task runs."""
+    try:
+        _compile(template)
+    except jinja2.TemplateSyntaxError as exc:
+        return exc.lineno, exc.message or "invalid syntax"
+    return None
+
+
 def render(template: str, variables: Mapping[str, Any], *, source: str = "<template>") -> str:
     """Render `template`; an undefined variable or a syntax error raises TaskError naming `source`:line."""
     try:

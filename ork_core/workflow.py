@@ -17,9 +17,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ork_core.errors import OrkError, Problem, ProjectError, WorkflowError
-from ork_core.project import Project
-from ork_core.yamlfile import YamlDoc, load_yaml, suggest, validation_problems
+from ork_core.checks import TaskWhere
+from ork_core.errors import OrkError, PathError, Problem, ProjectError, WorkflowError
+from ork_core.paths import resolve_path
+from ork_core.project import Project, ResolvedExecutor
+from ork_core.yamlfile import YamlDoc, dotted, load_yaml, suggest, validation_problems
 
 # Names are matched whole (fullmatch): with match() and "$", "abc\n" would pass.
 TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
@@ -267,8 +269,9 @@ def load_workflow(path: Path, project: Project) -> CompiledWorkflow:
         if not PARAM_NAME.fullmatch(param):
             problems.append(doc.problem(("params", param), f"parameter name {param!r} must start with a letter or '_' and hold only letters, digits, '_' and '-'"))
     tasks: dict[str, CompiledTask] = {}
+    cache: dict[Any, Any] = {}  # for executors' check(): a file many tasks name is read once
     for name, raw in model.tasks.items():
-        task = _compile_task(doc, path, project, model, name, raw, problems)
+        task = _compile_task(doc, path, project, model, name, raw, problems, cache)
         if task is not None:
             tasks[name] = task
     # Every task as written takes part, so a cycle through a task with other problems is reported too.
@@ -306,6 +309,7 @@ def _compile_task(
     name: str,
     raw: Any,
     problems: list[Problem],
+    cache: dict[Any, Any] | None = None,
 ) -> CompiledTask | None:
     base: tuple[str | int, ...] = ("tasks", name)
     if not TASK_NAME.fullmatch(name):
@@ -349,6 +353,7 @@ def _compile_task(
     # executor
     task_config_model = None
     resolved_ok = False
+    resolved: ResolvedExecutor | None = None
     try:
         resolved = project.resolve(tm.executor)
         task_config_model = resolved.spec.task_config_model
@@ -396,11 +401,22 @@ def _compile_task(
             )
     config_file = ""
     if tm.config_file:
-        cf = Path(tm.config_file)
-        cf = cf if cf.is_absolute() else (path.parent / cf)
-        if not cf.is_file():
-            problems.append(doc.problem(base + ("config_file",), f"config file {tm.config_file!r} not found (looked for {cf})"))
-        config_file = str(cf)
+        try:
+            config_file = str(
+                resolve_path(
+                    tm.config_file, field=dotted(base + ("config_file",)), relative_to=path.parent,
+                    project_dir=project.dir, allowed_roots=project.path_roots, must_exist="file",
+                )
+            )
+        except PathError as exc:
+            problems.append(doc.problem(base + ("config_file",), f"config file {exc.reason}"))
+    if resolved is not None and len(problems) == before and resolved.spec.has("check"):
+        checked = TaskWhere(
+            task_name=name, doc=doc, workflow_dir=path.parent, project_dir=project.dir, config=resolved.config,
+            task_keys=extra, config_file=config_file, env=tm.env, allowed_path_roots=project.path_roots,
+            cache={} if cache is None else cache,
+        )
+        problems += _executor_check(resolved, checked)
     if len(problems) > before:
         return None
     return CompiledTask(
@@ -417,6 +433,15 @@ def _compile_task(
         env=dict(tm.env),
         task_config=extra,
     )
+
+
+def _executor_check(resolved: ResolvedExecutor, where: TaskWhere) -> list[Problem]:
+    """The executor's own static ``check`` of a task; a check that raises is reported, not fatal."""
+    try:
+        found = resolved.spec.cls.check(where.task_keys, where)  # type: ignore[attr-defined]
+    except Exception as exc:
+        return [where.problem((), f"executor {resolved.name!r}: check() failed: {type(exc).__name__}: {exc}")]
+    return [p if isinstance(p, Problem) else where.problem((), str(p)) for p in found or ()]
 
 
 def required_params(workflow: CompiledWorkflow) -> set[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ork import WorkflowError
 from ork.testing import run_task
 from ork_core.proctree import group_members, signal_group
 
@@ -140,7 +141,6 @@ def test_cancel_ends_the_child(project: Path) -> None:
         ("skip", "skipped", "nothing to do today"),
         ("crash", "failed", "exited with code 3 before returning a result"),
         ("wrong", "failed", "returned a value that does not match its annotation"),
-        ("nope", "failed", "isofuncs:nope: no function 'nope'"),
     ],
 )
 def test_errors_cross_back_clearly(project: Path, function: str, status: str, message: str) -> None:
@@ -163,10 +163,12 @@ def test_invalid_arguments_are_reported_by_name(project: Path) -> None:
     assert "needs argument(s) b" in (result.error or ""), result.describe()
 
 
-def test_missing_module_and_interpreter(project: Path) -> None:
-    result = run_task("python", task={"module": "no_such_mod", "function": "f", "isolation": "process"},
-                      project_dir=project)
-    assert "module 'no_such_mod' not found" in (result.error or ""), result.describe()
+def test_missing_module_function_and_interpreter(project: Path) -> None:
+    # found by `ork validate` (and so before `ork run` starts anything), without importing
+    with pytest.raises(WorkflowError, match="tasks.task.module: module 'no_such_mod' not found"):
+        run_task("python", task={"module": "no_such_mod", "function": "f", "isolation": "process"}, project_dir=project)
+    with pytest.raises(WorkflowError, match="tasks.task.function: isofuncs has no function 'nope'; it defines: add"):
+        run_task("python", task=isolated("nope"), project_dir=project)
     result = run_task("python", task=isolated("add", python="envs/missing/bin/python"), project_dir=project)
     assert "python: 'envs/missing/bin/python' not found" in (result.error or ""), result.describe()
 

@@ -202,9 +202,10 @@ def test_a_key_missing_from_the_config_file_too_fails_the_task_naming_the_file(c
     assert str(task["error"]).endswith("req.yaml:1: url: required field is missing"), task["error"]
 
 
-def test_python_task_keys_missing_at_run_time_are_named_not_dumped(cli: Cli, project: Path) -> None:
-    """A python task's config_file is the function's own, so a missing `function` shows only when it runs."""
+def test_python_task_keys_missing_beside_a_config_file_are_named_by_validation(cli: Cli, project: Path) -> None:
+    """A python task's config_file is the function's own: the executor's check() knows it cannot hold `function`."""
     write(project / "settings.yaml", "threshold: 3\n")
     wf = write(project / "wf.yaml", "name: w\ntasks:\n  a:\n    config_file: settings.yaml\n")
-    assert cli("run", str(wf), cwd=project).code == 1
-    assert only_task(cli, project)["error"] == "workflow task 'a': function: required field is missing"
+    result = cli("run", str(wf), cwd=project)
+    assert result.code == 2
+    assert "wf.yaml:3: tasks.a.function: required field is missing" in result.err, result.err

@@ -231,12 +231,13 @@ class ExecutorConformance:
             assert inspect.cleandoc(cls.__doc__ or ""), (
                 f"{cls.__qualname__} has no docstring: `ork executors show` prints it for your users"
             )
-            shapes = {"close": (), "cancel": ("ctx",), "adopt": ("key", "ctx")}
+            shapes = {"close": (), "cancel": ("ctx",), "adopt": ("key", "ctx"), "check": ("task", "where")}
             for method in sorted(spec.optional):
+                bound = method == "check"  # a staticmethod or classmethod: called on the class, no self
                 try:
-                    inspect.signature(getattr(cls, method)).bind(None, *shapes[method])
+                    inspect.signature(getattr(cls, method)).bind(*(() if bound else (None,)), *shapes[method])
                 except TypeError as exc:
-                    args = ", ".join(("self", *shapes[method]))
+                    args = ", ".join(shapes[method] if bound else ("self", *shapes[method]))
                     raise AssertionError(f"{cls.__qualname__}.{method} must accept ({args}): {exc}") from None
             instance = cls(spec.config_model.model_validate(dict(self.config())))
             close = getattr(instance, "close", None)

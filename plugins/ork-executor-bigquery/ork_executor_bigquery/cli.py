@@ -139,7 +139,7 @@ def estimate(workflow: Path, params: tuple[str, ...], extra_executors: tuple[str
             row = Estimate(name, spec.executor)
             upstream = {d: outputs[d] for d in spec.depends_on if d in outputs}
             try:
-                row.bytes_processed = _dry_run(runner, compiled, project.dir, name, run_params, upstream)
+                row.bytes_processed = _dry_run(runner, compiled, project.dir, name, run_params, upstream, project.path_roots)
                 row.estimated_cost_usd = estimated_cost(row.bytes_processed, runner.config.cost_per_tb)
             except TaskError as exc:
                 row.error = str(exc)
@@ -172,6 +172,7 @@ def _dry_run(
     task: str,
     params: Mapping[str, Any],
     upstream: Mapping[str, Any],
+    allowed_path_roots: tuple[Path, ...] = (),
 ) -> int:
     from google.api_core import exceptions as api_exceptions
 
@@ -192,6 +193,7 @@ def _dry_run(
         config_file=spec.config_file,
         workflow_dir=workflow.dir,
         project_dir=project_dir,
+        allowed_path_roots=allowed_path_roots,
         executor_name=spec.executor,
     )
     query = runner.prepare(spec.config_file, ctx, upstream)

@@ -21,9 +21,10 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ork import Context, Deferred, JobStatus, TaskError, executor, load_task_config
+from ork import Context, Deferred, JobStatus, PathError, Problem, TaskError, executor, load_task_config
 from ork_core.bindings import resolve
 
 from ork_executor_bigquery.models import BigQueryConfig, BigQueryOutput, BigQueryTask
@@ -33,10 +34,13 @@ from ork_executor_bigquery.sql import (
     offending_lines,
     render_sql,
     template_label,
+    template_syntax_error,
 )
 
 if TYPE_CHECKING:
     from google.api_core.exceptions import GoogleAPICallError
+
+    from ork import TaskWhere
     from google.cloud import bigquery
 
     from ork_executor_bigquery import bq
@@ -51,6 +55,14 @@ _LABEL_UNSAFE = re.compile(r"[^a-z0-9_-]+")
 def estimated_cost(bytes_processed: int, cost_per_tb: float) -> float:
     """The seed's estimate: TiB processed times the price per TiB, in dollars, to 4 places."""
     return round(bytes_processed / TIB * cost_per_tb, 4)
+
+
+def _label(path: Path, project_dir: Path) -> str:
+    """A template's path as messages show it: relative to the project when inside it."""
+    try:
+        return str(path.relative_to(project_dir.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _label_value(text: str) -> str:
@@ -109,6 +121,32 @@ class BigQueryExecutor:
             if self._client is not None:
                 self._client.close()  # type: ignore[no-untyped-call]
                 self._client = None
+
+    # ------------------------------------------------------------------ check
+
+    @staticmethod
+    def check(task: Mapping[str, Any], where: TaskWhere) -> list[Problem]:
+        """``ork validate``: the merged keys (config_file included), a ``file`` that exists inside
+        the project, and its Jinja syntax. Nothing is rendered or sent to BigQuery."""
+        settings, problems = where.task_config(BigQueryTask)
+        if settings is None:
+            return problems
+        if not settings.file:
+            return [where.problem("file", "no SQL template: set 'file' (e.g. file: sql/staging/users.sql)")]
+        folders = [where.workflow_dir, where.project_dir] + ([Path(where.config_file).parent] if where.config_file else [])
+        try:
+            path = where.resolve_path(settings.file, field="file", relative_to=folders, must_exist="file")
+        except PathError as exc:
+            return [where.problem("file", f"SQL template {exc.reason}")]
+        key = ("bigquery.template", str(path))
+        if key not in where.cache:
+            label = _label(path, where.project_dir)
+            try:
+                where.cache[key] = template_syntax_error(path.read_text(encoding="utf-8"), label)
+            except (OSError, UnicodeDecodeError) as exc:
+                where.cache[key] = f"{label}: cannot read the SQL template: {exc}"
+        error = where.cache[key]
+        return [where.problem("file", error)] if error else []
 
     # --------------------------------------------------------------------- run
 

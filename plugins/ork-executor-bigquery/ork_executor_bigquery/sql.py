@@ -13,9 +13,17 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ork import Context, TaskError, render
+from ork import Context, PathError, TaskError, render
 
-__all__ = ["error_position", "find_template", "offending_lines", "render_sql", "template_folders", "template_label"]
+__all__ = [
+    "error_position",
+    "find_template",
+    "offending_lines",
+    "render_sql",
+    "template_folders",
+    "template_label",
+    "template_syntax_error",
+]
 
 _CONTEXT_LINES = 1
 """Lines shown before and after the offending one."""
@@ -40,20 +48,23 @@ def template_folders(ctx: Context, config_file: str) -> list[Path]:
 
 
 def find_template(file: str, ctx: Context, config_file: str) -> Path:
-    """The template's path; a missing file fails the task naming every place looked in."""
-    path = Path(file).expanduser()
-    if path.is_absolute():
-        if path.is_file():
-            return path
-        raise TaskError(f"{_where(ctx, config_file)}: file: SQL template {file!r} does not exist")
-    looked = [folder / path for folder in template_folders(ctx, config_file)]
-    for candidate in looked:
-        if candidate.is_file():
-            return candidate
-    raise TaskError(
-        f"{_where(ctx, config_file)}: file: SQL template {file!r} not found; looked for "
-        + ", ".join(str(p) for p in looked)
-    )
+    """The template's path, confined to the project (``ctx.resolve_path``, ork's one rule for
+    workflow paths); a missing file fails the task naming every place looked in."""
+    field = f"{config_file}: file" if config_file else f"tasks.{ctx.task_name}.file"
+    folders = template_folders(ctx, config_file)
+    try:
+        return ctx.resolve_path(file, field=field, relative_to=folders, must_exist="file")
+    except PathError as exc:
+        if exc.outside:
+            raise  # the rule's own message, naming the opt-out
+        path = Path(file).expanduser()
+        if path.is_absolute():
+            raise TaskError(f"{_where(ctx, config_file)}: file: SQL template {file!r} does not exist") from None
+        looked = [folder / path for folder in folders]
+        raise TaskError(
+            f"{_where(ctx, config_file)}: file: SQL template {file!r} not found; looked for "
+            + ", ".join(str(p) for p in looked)
+        ) from None
 
 
 def template_label(path: Path, ctx: Context) -> str:
@@ -74,6 +85,14 @@ def render_sql(path: Path, label: str, variables: Mapping[str, Any]) -> str:
     if not sql.strip():
         raise TaskError(f"{label}: the SQL template renders to an empty query")
     return sql
+
+
+def template_syntax_error(text: str, label: str) -> str | None:
+    """Why a SQL template does not parse ("<label>:<line>: template syntax error: …"), for ``ork validate``."""
+    from ork_core.templating import syntax_error
+
+    error = syntax_error(text)
+    return None if error is None else f"{label}:{error[0]}: template syntax error: {error[1]}"
 
 
 def error_position(message: str) -> tuple[int | None, int | None]:

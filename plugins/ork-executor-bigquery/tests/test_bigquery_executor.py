@@ -10,6 +10,7 @@ through the real google-cloud-bigquery client over HTTP.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -31,7 +32,7 @@ from emulator import Emulator, client_environment
 from fake_bigquery import FakeBigQuery
 from google.cloud import bigquery
 
-from ork import Context, Deferred, TaskError
+from ork import Context, Deferred, TaskError, WorkflowError
 from ork.testing import ExecutorConformance, run_task
 from ork_core.context import MemorySink, Metrics, TaskLogger
 from ork_executor_bigquery.bq import make_client
@@ -234,13 +235,75 @@ def test_template_beside_its_config_file_is_found_and_a_missing_one_is_explained
     write(tmp_path / "tasks" / "gone.yaml", "file: sql/gone.sql\n")
     with FakeBigQuery(project=PROJECT, auto_finish_after=0.05) as fake:
         found = run_task("bigquery", config=fake_config(fake), task={"config_file": "tasks/count.yaml"}, project_dir=tmp_path)
-        missing = run_task("bigquery", config=fake_config(fake), task={"config_file": "tasks/gone.yaml"}, project_dir=tmp_path)
+        # found missing by `ork validate` (the executor's check), at the config file's line
+        with pytest.raises(WorkflowError) as missing:
+            run_task("bigquery", config=fake_config(fake), task={"config_file": "tasks/gone.yaml"}, project_dir=tmp_path)
 
     assert found.status == "success", found.describe()
-    assert missing.status == "failed"
-    error = missing.error or ""
-    assert "tasks/gone.yaml: file: SQL template 'sql/gone.sql' not found; looked for" in error
+    error = str(missing.value)
+    assert "tasks/gone.yaml:1: file: SQL template 'sql/gone.sql' not found (looked for" in error
     assert str(tmp_path / "sql" / "gone.sql") in error and str(tmp_path / "tasks" / "sql" / "gone.sql") in error
+    # at run time (a file removed after validation), the executor says the same
+    runner = BigQueryExecutor(BigQueryConfig(project=PROJECT, credentials="anonymous"))
+    with pytest.raises(TaskError, match="file: SQL template 'sql/gone.sql' not found; looked for"):
+        runner.prepare(str(tmp_path / "tasks" / "gone.yaml"), context({}, tmp_path), {})
+
+
+def test_validate_finds_template_and_config_file_errors(tmp_path: Path) -> None:
+    """`ork validate` (exit 1) and `ork run` (exit 2) catch them without rendering or calling BigQuery."""
+    write(tmp_path / "ork.yaml", "executors:\n  bigquery:\n    type: bigquery\n    config: {project: p, credentials: anonymous}\n")
+    write(tmp_path / "sql" / "broken.sql", "SELECT 1\nFROM t\nWHERE {% if params.x %} x\n")
+    write(tmp_path / "sql" / "fine.sql", "SELECT {{ n }}\n")
+    write(tmp_path / "tasks" / "nofile.yaml", "params: {n: 1}\n")
+    write(tmp_path / "tasks" / "typo.yaml", "file: sql/fine.sql\nparms: {n: 1}\n")
+    write(tmp_path / "tasks" / "broken.yaml", "file: sql/broken.sql\n")
+    write(
+        tmp_path / "flow.yaml",
+        "name: w\ntasks:\n"
+        "  a: {executor: bigquery, file: sql/broken.sql}\n"
+        "  b: {executor: bigquery, config_file: tasks/broken.yaml}\n"
+        "  c: {executor: bigquery, config_file: tasks/nofile.yaml}\n"
+        "  d: {executor: bigquery, config_file: tasks/typo.yaml}\n"
+        "  e: {executor: bigquery, file: sql/fine.sql, params: {n: 1}}\n",
+    )
+    validated = ork("validate", "flow.yaml", cwd=tmp_path)
+    ran = ork("run", "flow.yaml", cwd=tmp_path)
+    assert (validated.returncode, ran.returncode) == (1, 2), validated.stderr + ran.stderr
+    assert ran.stdout == "" and ran.stderr == validated.stderr
+    syntax = (
+        "sql/broken.sql:3: template syntax error: Unexpected end of template. Jinja was looking for the following "
+        "tags: 'elif' or 'else' or 'endif'. The innermost block that needs to be closed is 'if'."
+    )
+    assert validated.stderr.splitlines()[1:] == [
+        f"  {tmp_path}/flow.yaml:3: tasks.a.file: {syntax}",
+        f"  {tmp_path}/tasks/broken.yaml:1: file: {syntax}",
+        f"  {tmp_path}/flow.yaml:5: tasks.c.file: no SQL template: set 'file' (e.g. file: sql/staging/users.sql)",
+        f"  {tmp_path}/tasks/typo.yaml:2: parms: unknown key 'parms' (did you mean 'params'?); valid keys: "
+        "destination, dry_run, file, params, query_parameters, write_disposition",
+    ], validated.stderr
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink", "config_file"])
+def test_a_template_outside_the_project_is_refused(tmp_path: Path, how: str) -> None:
+    project, outside = tmp_path / "proj", tmp_path / "elsewhere"
+    write(outside / "evil.sql", "SELECT 1\n")
+    config_file = ""
+    raw = {"dotdot": "../elsewhere/evil.sql", "absolute": str(outside / "evil.sql"), "symlink": "link.sql"}.get(how, "")
+    if how == "symlink":
+        project.mkdir()
+        (project / "link.sql").symlink_to(outside / "evil.sql")
+    if how == "config_file":  # relative to the config file's folder, the last place looked in
+        config_file = str(write(project / "tasks" / "t.yaml", "file: ../../elsewhere/evil.sql\n"))
+        raw = "../../elsewhere/evil.sql"
+    runner = BigQueryExecutor(BigQueryConfig(project=PROJECT, credentials="anonymous"))
+    ctx = context({} if config_file else {"file": raw}, project)
+    with pytest.raises(TaskError) as info:
+        runner.prepare(config_file, ctx, {})
+    field = f"{config_file}: file" if config_file else "tasks.load.file"
+    assert str(info.value).startswith(f"{field}: {raw!r} resolves to {outside / 'evil.sql'}, outside the project folder")
+    assert "allowed_path_roots" in str(info.value)
+    allowed = dataclasses.replace(ctx, allowed_path_roots=(outside,))
+    assert runner.prepare(config_file, allowed, {}).sql == "SELECT 1\n"
 
 
 def test_offending_lines_without_a_position() -> None:
@@ -626,10 +689,7 @@ class TestBigQueryConformance(ExecutorConformance):
     cancel_after = 0.3
 
     @pytest.fixture(autouse=True)
-    def _fake(self, tmp_path: Path) -> Iterator[None]:
-        self.sql_dir = tmp_path
-        write(tmp_path / "quick.sql", "SELECT 1 AS one\n")
-        write(tmp_path / "slow.sql", f"{HOLD}\nSELECT COUNT(*) FROM ds.huge\n")
+    def _fake(self) -> Iterator[None]:
         with FakeBigQuery(project=PROJECT, auto_finish_after=0.1, hold_marker=HOLD) as fake:
             self.fake = fake
             yield
@@ -637,11 +697,14 @@ class TestBigQueryConformance(ExecutorConformance):
     def config(self) -> Mapping[str, Any]:
         return fake_config(self.fake)
 
+    # The templates go in the check's project: a workflow's paths must stay inside its project.
     def task(self) -> Mapping[str, Any]:
-        return {"file": str(self.sql_dir / "quick.sql")}
+        write(self.project_dir / "quick.sql", "SELECT 1 AS one\n")
+        return {"file": "quick.sql"}
 
     def slow_task(self) -> Mapping[str, Any]:
-        return {"file": str(self.sql_dir / "slow.sql")}
+        write(self.project_dir / "slow.sql", f"{HOLD}\nSELECT COUNT(*) FROM ds.huge\n")
+        return {"file": "slow.sql"}
 
     def submissions(self) -> int:
         return self.fake.jobs_created

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 
-from ork import Context, Deferred, TaskError, executor, load_task_config
+from ork import Context, Deferred, Problem, TaskError, executor, load_task_config
 from ork_core.templating import render_value
 
 if TYPE_CHECKING:
+    from ork import TaskWhere
     from ork_executor_cloudrun.api import CloudRunClients, CloudRunError
 
 __all__ = [
@@ -176,6 +177,17 @@ class CloudRunExecutor:
         # `cancel(ctx)` arriving during the submit can reach it.
         self._submitted: dict[str, str] = {}
         self._submitted_lock = threading.Lock()
+
+    @staticmethod
+    def check(task: Mapping[str, Any], where: TaskWhere) -> list[Problem]:
+        """``ork validate``: the merged task keys (config_file included) and the syntax of the
+        templates in ``job``, ``args``, ``env`` and the task's ``env:``."""
+        settings, problems = where.task_config(CloudRunTask)
+        if settings is None:
+            return problems
+        for key in ("job", "args", "env"):
+            problems += where.templates(getattr(settings, key), key)
+        return problems + where.templates(dict(where.env), "env")
 
     # ------------------------------------------------------------------ clients
 

@@ -567,6 +567,25 @@ def test_config_errors_name_the_file_and_field(tmp_path: Path, fake_cloudrun: Fa
     assert "did you mean 'timeout'" in problems["tasks.t.timeuot"]
 
 
+def test_template_syntax_and_config_file_keys_are_validated(tmp_path: Path, fake_cloudrun: FakeCloudRun) -> None:
+    (tmp_path / "task.yaml").write_text("job: hello\nenv: {A: '{{ params.a '}\ntask_cuont: 2\n")
+    write_project(
+        tmp_path,
+        fake_cloudrun,
+        {
+            "t": {"executor": "cloudrun", "job": "hello", "args": ["--day", "{% if %}"], "env": {"B": "{{ }}"}},
+            "u": {"executor": "cloudrun", "config_file": "task.yaml"},
+        },
+    )
+    project = Project.load(tmp_path, build_plugin_manager(env={}), env={})
+    with pytest.raises(WorkflowError) as winfo:
+        load_workflow(tmp_path / "wf.yaml", project)
+    problems = {(Path(p.file).name, p.path): p.message for p in winfo.value.problems}
+    assert problems[("wf.yaml", "tasks.t.args[1]")].startswith("template syntax error on line 1:")
+    assert problems[("wf.yaml", "tasks.t.env.B")].startswith("template syntax error on line 1:")
+    assert "unknown key 'task_cuont'" in problems[("task.yaml", "task_cuont")]
+
+
 def test_adopt_finds_the_execution_by_key_also_with_a_config_file(
     tmp_path: Path, fake_cloudrun: FakeCloudRun, direct_executor: CloudRunExecutor
 ) -> None:

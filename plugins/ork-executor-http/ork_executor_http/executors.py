@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ork import Context, Deferred, KickoffUncertain, TaskError, executor, load_task_config
+from ork import Context, Deferred, KickoffUncertain, Problem, TaskError, executor, load_task_config
 from ork_executor_http.client import HttpClient, HttpError, elapsed_ms
-from ork_executor_http.config import HttpAsyncTask, HttpConfig, HttpTask
+from ork_executor_http.config import HttpAsyncTask, HttpConfig, HttpTask, RequestKeys
 from ork_executor_http.credentials import redact_url, without_userinfo
 from ork_executor_http.jsonpath import get_path
 from ork_executor_http.rendering import (
@@ -24,12 +25,29 @@ from ork_executor_http.rendering import (
     template_variables,
 )
 
+if TYPE_CHECKING:
+    from ork import TaskWhere
+
 TRACKER = "http_async"
 GATEWAY_STATUSES = frozenset({502, 504})
 """A gateway's answer that the service behind it did not give: the kickoff may have arrived."""
 
 
 class _Base:
+    _task_model: ClassVar[type[RequestKeys]] = HttpTask
+    _templated: ClassVar[tuple[str, ...]] = ("url", "headers", "query", "body")
+    """The task keys that are Jinja templates, checked for syntax by ``ork validate``."""
+
+    @classmethod
+    def check(cls, task: Mapping[str, Any], where: TaskWhere) -> list[Problem]:
+        """``ork validate``: the merged task keys (config_file included) and the syntax of every template."""
+        settings, problems = where.task_config(cls._task_model)
+        if settings is None:
+            return problems
+        for key in cls._templated:
+            problems += where.templates(getattr(settings, key), key)
+        return problems
+
     def __init__(self, config: HttpConfig) -> None:
         self.config = config
         self.http = HttpClient(config)
@@ -86,6 +104,9 @@ class HttpAsyncExecutor(_Base):
     that may have arrived without an answer (read timeout, reset, 502/504) raises
     `KickoffUncertain`: the retry keeps the key and first asks ``lookup_url`` for the job.
     """
+
+    _task_model = HttpAsyncTask
+    _templated = (*_Base._templated, "status_url", "cancel_url", "lookup_url")
 
     def __init__(self, config: HttpConfig) -> None:
         super().__init__(config)

@@ -132,6 +132,14 @@ def test_connection_refused_is_one_clear_message(proj: HttpProject) -> None:
             {"executor": "jobs", "url": "/jobs", "status_url": "/jobs/{{ run_id }}", "success_states": ["done"], "failure_states": ["done"]},
             "state(s) done are listed in both success_states and failure_states",
         ),
+        # template syntax, found before anything runs
+        ({"executor": "api", "url": "/x/{{ params.id "}, "tasks.t.url: template syntax error on line 1:"),
+        ({"executor": "api", "url": "/x", "query": {"q": "{% for %}"}}, "tasks.t.query.q: template syntax error on line 1:"),
+        ({"executor": "api", "url": "/x", "body": {"a": ["{{ }}"]}}, "tasks.t.body.a[0]: template syntax error on line 1:"),
+        (
+            {"executor": "jobs", "url": "/jobs", "status_url": "/jobs/{{ run_id }"},
+            "tasks.t.status_url: template syntax error on line 1:",
+        ),
     ],
 )
 def test_bad_task_keys_are_caught_by_validation(proj: HttpProject, task: dict[str, object], message: str) -> None:
@@ -160,3 +168,15 @@ def test_a_heavy_template_does_not_time_out_other_requests(proj: HttpProject) ->
     errors = {name: t.error for name, t in run.tasks.items() if t.status != "success"}
     assert result.status == "success", errors
     assert run.tasks["heavy"].output == "rendered"
+
+
+def test_template_syntax_errors_stop_validate_and_run(proj: HttpProject) -> None:
+    """`ork validate` exits 1 and `ork run` exits 2 before any request is sent."""
+    (proj.dir / "req.yaml").write_text("url: /x\nbody: {a: '{{ params.a '}\n")
+    proj.workflow({"t": {"executor": "api", "url": "/x/{% if %}"}, "u": {"executor": "api", "config_file": "req.yaml"}})
+    validated = proj.ork_done("validate", "wf.yaml")
+    ran = proj.ork_done("run", "wf.yaml")
+    assert (validated[0], ran[0]) == (1, 2), validated[2] + ran[2]
+    assert ran[1] == "" and ran[2] == validated[2]
+    assert f"{proj.dir / 'wf.yaml'}:5: tasks.t.url: template syntax error on line 1:" in validated[2]
+    assert f"{proj.dir / 'req.yaml'}:2: body.a: template syntax error on line 1:" in validated[2]

@@ -18,9 +18,9 @@ import json
 import os
 import shlex
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ork import Context, TaskError, executor, load_task_config
+from ork import Context, PathError, Problem, TaskError, executor, load_task_config
 from ork_core.proctree import Completed, TreeProcess, task_markers, tree_alive
 from ork_executor_process.config import ProcessConfig, ProcessTask
 from ork_executor_process.results import (
@@ -33,6 +33,9 @@ from ork_executor_process.results import (
 from ork_executor_process.streams import OutputRecorder
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from ork import TaskWhere
 
 
 def template_variables(ctx: Context, upstream: Mapping[str, Any]) -> dict[str, Any]:
@@ -74,15 +77,7 @@ async def _off_loop(templated: bool, fn: Callable[..., T], *args: Any) -> T:
 def _script_argv(task: ProcessTask, ctx: Context, variables: Mapping[str, Any]) -> list[str]:
     """The argv that runs `task.script`: via `interpreter`, directly, or via its #! line."""
     raw = str(_render(task.script, variables, ctx, "script"))
-    path = ctx.resolve(raw).resolve()
-    project = ctx.project_dir.resolve()
-    if not path.is_relative_to(project):
-        raise TaskError(
-            f"tasks.{ctx.task_name}.script: {raw!r} is {path}, outside the project folder {project}; "
-            "scripts must live inside the project"
-        )
-    if not path.is_file():
-        raise TaskError(f"tasks.{ctx.task_name}.script: {raw!r} not found (looked for {path})")
+    path = ctx.resolve_path(raw, field=f"tasks.{ctx.task_name}.script", must_exist="file")
     args = [str(a) for a in _render(task.args, variables, ctx, "args")]
     if task.interpreter:
         return [*task.interpreter, str(path), *args]
@@ -168,6 +163,26 @@ class ProcessExecutor:
         )
         return env
 
+    @staticmethod
+    def check(task: Mapping[str, Any], where: TaskWhere) -> list[Problem]:
+        """``ork validate``: the merged task keys, template syntax, and a ``script``/``cwd`` that is
+        not a template exists inside the project. Nothing is run."""
+        settings, problems = where.task_config(ProcessTask)
+        if settings is None:
+            return problems
+        for key in ("command", "script", "args", "cwd"):
+            problems += where.templates(getattr(settings, key), key)
+        problems += where.templates(dict(where.env), "env")
+        for key, kind in (("script", "file"), ("cwd", "dir")):
+            raw = getattr(settings, key)
+            if raw is None or _has_template(raw):
+                continue
+            try:
+                where.resolve_path(raw, field=key, must_exist=kind)  # type: ignore[arg-type]
+            except PathError as exc:
+                problems.append(where.problem(key, exc.reason))
+        return problems
+
     async def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> Any:  # noqa: B006 - the executor contract
         task = load_task_config(ProcessTask, config_file, ctx)
         variables = template_variables(ctx, upstream)
@@ -176,9 +191,7 @@ class ProcessExecutor:
         cwd = ctx.workflow_dir
         if task.cwd is not None:
             raw_cwd = str(await _off_loop(templated, _render, task.cwd, variables, ctx, "cwd"))
-            cwd = ctx.resolve(raw_cwd)
-            if not cwd.is_dir():
-                raise TaskError(f"tasks.{ctx.task_name}.cwd: {raw_cwd!r} ({cwd}) is not a directory")
+            cwd = ctx.resolve_path(raw_cwd, field=f"tasks.{ctx.task_name}.cwd", must_exist="dir")
         env = await _off_loop(templated, self._env, task, ctx, variables)
         recorder = OutputRecorder(
             ctx,

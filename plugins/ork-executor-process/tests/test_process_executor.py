@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,7 +14,9 @@ from typing import Any
 
 import pytest
 
+from ork import WorkflowError
 from ork.testing import TaskResult, run_task
+from ork_executor_process.config import ProcessTask
 from ork_core.proctree import group_members
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
@@ -127,8 +131,7 @@ def test_shell_and_cwd(project: Path) -> None:
     (project / "data" / "x.csv").write_text("1\n2\n3\n")
     result = run(project, command="wc -l < x.csv | tr -d ' '", shell=True, cwd="data")
     assert result.ok and "3" in result.logs, result.describe()
-    result = run(project, command=["true"], cwd="nowhere")
-    assert result.status == "failed" and "tasks.task.cwd: 'nowhere'" in (result.error or "")
+    assert "tasks.task.cwd: 'nowhere' not found" in refused(project, command=["true"], cwd="nowhere")
 
 
 def test_script_with_args_and_shebang(project: Path) -> None:
@@ -172,11 +175,94 @@ def test_command_not_found(project: Path) -> None:
 def test_script_outside_the_project(project: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     outside = tmp_path_factory.mktemp("elsewhere") / "evil.sh"
     outside.write_text("#!/bin/sh\necho no\n")
-    result = run(project, script=str(outside))
-    assert result.status == "failed"
-    assert "outside the project folder" in (result.error or "") and str(outside) in (result.error or "")
-    result = run(project, script="../" * 8 + "etc/passwd")
-    assert "outside the project folder" in (result.error or "")
+    error = refused(project, script=str(outside))
+    assert "outside the project folder" in error and str(outside) in error
+    assert "outside the project folder" in refused(project, script="../" * 8 + "etc/passwd")
+
+
+def refused(project: Path, **task: Any) -> str:
+    """Why a task with a bad path did not run: caught by validation, or failed at run time."""
+    try:
+        result = run(project, **task)
+    except WorkflowError as exc:
+        return str(exc)
+    assert result.status == "failed", result.describe()
+    return result.error or ""
+
+
+@pytest.mark.parametrize("key", ["script", "cwd"])
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_script_and_cwd_outside_the_project_are_refused(
+    project: Path, tmp_path_factory: pytest.TempPathFactory, key: str, how: str
+) -> None:
+    outside = tmp_path_factory.mktemp("elsewhere")
+    (outside / "evil.sh").write_text("#!/bin/sh\necho no\n")
+    (outside / "evil.sh").chmod(0o755)
+    target = outside / "evil.sh" if key == "script" else outside
+    if how == "dotdot":
+        raw = "../" * len(project.parts) + str(target).lstrip("/")
+    elif how == "absolute":
+        raw = str(target)
+    else:
+        (project / "link").symlink_to(target)
+        raw = "link"
+    task: dict[str, Any] = {"script": raw} if key == "script" else {"command": ["true"], "cwd": raw}
+    error = refused(project, **task)
+    assert f"tasks.task.{key}: {raw!r} resolves to {target.resolve()}, outside the project folder" in error, error
+    assert "allowed_path_roots" in error
+
+
+def test_allowed_path_roots_lets_a_script_and_cwd_out(tmp_path: Path) -> None:
+    project, outside = tmp_path / "proj", tmp_path / "shared"
+    project.mkdir()
+    outside.mkdir()
+    (outside / "hello.sh").write_text("#!/bin/sh\necho hello from $(pwd)\n")
+    (outside / "hello.sh").chmod(0o755)
+    (project / "ork.yaml").write_text("allowed_path_roots: [../shared]\n")
+    (project / "flow.yaml").write_text(
+        "name: w\ntasks:\n  a: {executor: process, script: ../shared/hello.sh, cwd: ../shared}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORK_")}
+    done = subprocess.run([sys.executable, "-m", "ork_core", "run", "flow.yaml"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_validate_finds_what_would_fail_at_run_time(tmp_path: Path) -> None:
+    """Through `ork validate` (exit 1) and `ork run` (exit 2, nothing runs), as a user runs them."""
+    (tmp_path / "ork.yaml").write_text("executors: {}\n")
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "bad.yaml").write_text("command: [echo\n")
+    (tmp_path / "typo.yaml").write_text("comand: [echo]\n")
+    (tmp_path / "flow.yaml").write_text(
+        "name: w\n"
+        "tasks:\n"
+        "  a: {executor: process, script: scripts/missing.sh}\n"
+        "  b: {executor: process, command: [ls], cwd: nowhere}\n"
+        "  c: {executor: process, command: [echo, '{{ params.x '], cwd: jobs}\n"
+        "  d: {executor: process, command: [env], env: {X: '{% if %}'}}\n"
+        "  e: {executor: process, config_file: bad.yaml}\n"
+        "  f: {executor: process, config_file: typo.yaml}\n"
+        "  g: {executor: process, script: '{{ params.which }}.sh'}\n"  # templated: judged when it runs
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORK_")}
+    ork = [sys.executable, "-m", "ork_core"]
+    validated = subprocess.run([*ork, "validate", "flow.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    ran = subprocess.run([*ork, "run", "flow.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert (validated.returncode, ran.returncode) == (1, 2), validated.stderr + ran.stderr
+    assert ran.stdout == "" and ran.stderr == validated.stderr
+    lines = validated.stderr.splitlines()[1:]
+    flow = tmp_path / "flow.yaml"
+    assert lines == [
+        f"  {flow}:3: tasks.a.script: 'scripts/missing.sh' not found (looked for {tmp_path}/scripts/missing.sh)",
+        f"  {flow}:4: tasks.b.cwd: 'nowhere' not found (looked for {tmp_path}/nowhere)",
+        f"  {flow}:5: tasks.c.command[1]: template syntax error on line 1: unexpected end of template, "
+        "expected 'end of print statement'.",
+        f"  {flow}:6: tasks.d.env.X: template syntax error on line 1: Expected an expression, got 'end of statement block'",
+        f"  {tmp_path}/bad.yaml:2: invalid YAML: while parsing a flow sequence did not find expected ',' or ']'",
+        f"  {tmp_path}/typo.yaml:1: comand: unknown key 'comand' (did you mean 'command'?); valid keys: "
+        + ", ".join(sorted(ProcessTask.model_fields)),
+    ], validated.stderr
 
 
 def test_non_utf8_output_fails_with_the_line(project: Path) -> None:
@@ -204,15 +290,15 @@ def test_bad_task_keys_are_validation_errors(project: Path) -> None:
             run(project, **task)
     with pytest.raises(WorkflowError, match="exactly one of 'command'"):
         run(project)  # no executor keys at all, and no config_file that could hold them
-    # keys split between config_file and the task: only the whole can be judged, when the task runs
+    # keys split between config_file and the task: the executor's check() judges the whole
     (project / "cmd.yaml").write_text("command: [echo, '{\"n\": 1}']\n")
     result = run(project, config_file="cmd.yaml", output="last_line_json")
     assert result.ok and result.output == {"n": 1}, result.describe()
     with pytest.raises(WorkflowError, match="outptu"):
         run(project, config_file="cmd.yaml", outptu="file")
     (project / "both.yaml").write_text("script: x.sh\n")
-    result = run(project, config_file="both.yaml", command=["ls"])
-    assert result.status == "failed" and "exactly one of 'command'" in (result.error or ""), result.describe()
+    with pytest.raises(WorkflowError, match="workflow.yaml:4: tasks.task: .*exactly one of 'command'"):
+        run(project, config_file="both.yaml", command=["ls"])
 
 
 # -- the process tree -------------------------------------------------------------------------
