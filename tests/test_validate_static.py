@@ -184,7 +184,7 @@ def echo(project: Path, fresh_modules: None) -> Path:
     ("config", "task", "expected"),
     [
         ("message: [\n", "", "c.yaml:2: invalid YAML"),
-        ("repeat: many\n", "message: hi", "c.yaml:1: repeat: Input should be a valid integer"),
+        ("repeat: many\n", "message: hi", "c.yaml:1: repeat: expected an integer, got the string 'many'"),
         ("mesage: hi\n", "", "c.yaml:1: mesage: unknown key 'mesage' (did you mean 'message'?)"),
         ("repeat: 2\n", "", "c.yaml:1: message: required field is missing"),
         ("repeat: 2\n", "message: 'hello {{ params.x '", "wf.yaml:6: tasks.a.message: template syntax error on line 1: "),
