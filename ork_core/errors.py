@@ -176,7 +176,7 @@ class PathError(TaskError, ValueError):
     (and the folders ork.yaml allows), or is missing. A TaskError, so a task that meets it
     fails with its message; ``ork validate`` reports it against the workflow field."""
 
-    def __init__(self, reason: str, *, field: str, value: str, resolved: Path, outside: bool) -> None:
+    def __init__(self, reason: str, *, field: str, value: str, resolved: Path | None, outside: bool) -> None:
         super().__init__(f"{field}: {reason}" if field else reason)
         self.outside = outside
         """True: refused as outside the allowed folders; False: inside, but missing (or the wrong kind)."""

@@ -78,6 +78,8 @@ def resolve_path(
     with its message and ``ork validate`` reports it as a problem of that field.
     """
     text = os.fspath(raw)
+    if "\0" in text:  # the OS refuses it anyway, with a ValueError nobody could place
+        raise PathError(f"{text!r} contains a NUL character, which no path can", field=field, value=text, resolved=None, outside=False)
     given = Path(text).expanduser()
     bases = [relative_to] if isinstance(relative_to, Path) else list(relative_to)
     candidates = [given] if given.is_absolute() else [Path(b) / given for b in bases]
@@ -87,7 +89,7 @@ def resolve_path(
         chosen = next((c for c in candidates if test(c)), candidates[0])
     resolved = check_inside(chosen, raw=text, field=field, project_dir=project_dir, allowed_roots=allowed_roots)
     if must_exist == "file" and not resolved.is_file():
-        kind = "a folder, not a file" if resolved.is_dir() else "not found"
+        kind = "a folder, not a file" if resolved.is_dir() else "not a regular file" if resolved.exists() else "not found"
         raise PathError(f"{text!r} {kind} (looked for {_looked(candidates)})", field=field, value=text, resolved=resolved, outside=False)
     if must_exist == "dir" and not resolved.is_dir():
         kind = "a file, not a folder" if resolved.exists() else "not found"

@@ -146,3 +146,15 @@ def test_the_run_time_guard_holds_too(layout: tuple[Path, Path], fresh_modules: 
     with pytest.raises(PathError, match="tasks.a.file: '../../elsewhere/out.py' resolves to .*outside the project folder"):
         prepare(task, ctx)
     assert prepare(task, dataclasses.replace(ctx, allowed_path_roots=(outside,))).func() == 1
+
+
+def test_a_nul_in_a_path_and_a_fifo_as_config_file_get_a_placed_message(cli: Cli, layout: tuple[Path, Path]) -> None:
+    """Neither may reach the OS as a path (a ValueError) or be opened (a FIFO blocks the reader)."""
+    import os
+
+    project, _ = layout
+    text = _run(cli, project, '    file: "inside\\0.py"\n    function: f\n')
+    assert "tasks.a.file: 'inside\\x00.py' contains a NUL character" in text, text
+    os.mkfifo(project / "flows" / "conf.fifo")
+    text = _run(cli, project, "    file: inside.py\n    function: f\n    config_file: conf.fifo\n")
+    assert "tasks.a.config_file: config file 'conf.fifo' not a regular file" in text, text
