@@ -145,6 +145,7 @@ def ork_task_status_changed(
     :param status: the new status (``queued``, ``running``, ``deferred``, ``retrying``,
         ``success``, ``failed``, ``skipped``, ``upstream_failed``, ``cancelled``).
     :param previous: the status before.
-    :param error: the error message for failed statuses, else None.
+    :param error: the error message for failed statuses, else None; as stored: secrets
+        masked, cut to 64 Ki characters.
     """
 

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import inspect
 import json
+import math
 import os
 import secrets
 import signal
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 import pydantic_core
 from pydantic import BaseModel, ValidationError
 
-from ork_core.context import Context, Metrics, TaskLogger, make_idempotency_key
+from ork_core.context import Context, Metrics, TaskLogger, cap_line, make_idempotency_key
 from ork_core.deferred import Deferred, JobState
 from ork_core.errors import KickoffUncertain, OrkError, RunClaimedError, StorageError, StorageWriteError, TaskError, TaskSkipped
 from ork_core.executors import ExecutorManager
@@ -37,7 +38,7 @@ from ork_core.plugins import Plugins
 from ork_core.proctree import KILL_WAIT, RUN_MARKER, end_group, group_members, marked_processes, signal_group
 from ork_core.project import Project
 from ork_core.scratch import sweep as sweep_scratch
-from ork_core.secrets import mask_batch
+from ork_core.secrets import mask, mask_batch
 from ork_core.storage.base import FINAL_TASK_STATUSES, JSONText, LogLine, Metric, RunUpdate, Storage, TaskUpdate
 from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
 from ork_core.workers import DaemonPool, run_sync
@@ -46,6 +47,10 @@ from ork_core.yamlfile import suggest
 
 FINAL = FINAL_TASK_STATUSES
 BAD = frozenset({"failed", "upstream_failed", "cancelled"})
+MAX_ERROR = 64 * 1024
+"""Characters of a task's error that are stored and shown: a task raising an exception with a
+100 MB message must not put 100 MB in every copy of the task's row (its whole text, traceback
+included, is in the task's log, whose lines are cut the same way)."""
 GROUP_COMMIT_DELAY = 0.05
 """Seconds a started process group waits to be committed, batched with the others started
 meanwhile; a task that ends sooner never writes one. `ork resume` finds a tree started in
@@ -220,7 +225,9 @@ def coerce_params(workflow: CompiledWorkflow, given: Mapping[str, str]) -> dict[
             try:
                 value = float(raw)
             except ValueError:
-                raise OrkError(f"--param {key}={raw!r}: expected a number") from None
+                value = math.nan
+            if not math.isfinite(value):  # inf/nan would be stored as JSON no other reader accepts
+                raise OrkError(f"--param {key}={raw!r}: expected a finite number") from None
         params[key] = value
     missing = sorted(p for p in required_params(workflow) if params.get(p) is None)
     if missing:
@@ -326,6 +333,8 @@ class Scheduler:
         st.status = status
         self._final_count += (status in FINAL) - (previous in FINAL)
         fields["status"] = status
+        if fields.get("error") is not None and len(fields["error"]) > MAX_ERROR:
+            fields["error"] = cap_line(fields["error"], MAX_ERROR)
         pending = self._pending_task_update.get(st.spec.name)
         if pending is not None and pending.attempt_row is None:
             # e.g. queued then running in one batch: one UPDATE, then the attempt row
@@ -356,7 +365,7 @@ class Scheduler:
                     attempt=attempt,
                     status=status,
                     previous=previous,
-                    error=error,
+                    error=mask(error) if error is not None else None,  # hooks notify others: no secrets
                 )
 
     def _sink_write_failed(self) -> None:

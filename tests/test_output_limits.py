@@ -35,6 +35,9 @@ def loud(ctx) -> int:
 
 def fail_long() -> None:
     raise ValueError("e" * 10_000)
+
+def fail_huge() -> None:
+    raise ValueError("h" * 1_000_000)
 '''
 
 
@@ -126,6 +129,14 @@ def test_get_run_with_an_excerpt_reads_only_the_start_of_outputs_and_errors(fold
     assert shown.tasks["bad"].error == ("ValueError: " + "e" * 10_000)[:50]
     assert shown.tasks["bad"].output_excerpt is None
     assert record.tasks["out"].output == "a" * 5000 and record.tasks["out"].output_excerpt is None
+
+
+def test_a_huge_error_is_stored_cut_with_a_note(folder: Path) -> None:
+    result, record = run(folder, "  bad:\n    module: tasks\n    function: fail_huge\n")
+    assert result.status == "failed"
+    cut = 64 * 1024  # ork_core.scheduler.MAX_ERROR
+    text = "ValueError: " + "h" * 1_000_000
+    assert record.tasks["bad"].error == text[:cut] + f"… [{len(text) - cut:,} more characters not kept]"
 
 
 def _peak_rss_mb(args: list[str], cwd: Path) -> tuple[float, str]:

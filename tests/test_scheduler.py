@@ -293,6 +293,9 @@ def test_run_parameters_take_their_default_types_and_only_declared_names(folder:
     assert result.status == "success" and run.params == {"day": "2026-02-01", "n": 3}
     with pytest.raises(OrkError, match="--param n='three': expected an integer"):
         run_workflow(folder, text, params={"n": "three"})
+    for bad in ("inf", "-inf", "nan", "1e400", "x"):
+        with pytest.raises(OrkError, match=f"--param r='{bad}': expected a finite number"):
+            run_workflow(folder, text.replace("n: 2}", "n: 2, r: 0.5}"), params={"r": bad})
     with pytest.raises(OrkError, match="--param 'dya' is not a parameter of this workflow \\(did you mean 'day'\\?\\); declared: day, n"):
         run_workflow(folder, text, params={"dya": "2026-02-01"})
     # a workflow that declares no params takes any (tasks read them from ctx.params)

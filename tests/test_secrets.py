@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from orkhelpers import Cli, write
+from pydantic import BaseModel
+
+from ork import Context, TaskError, executor, hookimpl, register_secret
 
 TOKEN = "tok-3f9a1c-never-shown"
 PROJECT_ID = "acme-analytics-prod"
@@ -186,3 +189,39 @@ def test_a_masked_json_value_stays_valid_json(name: str) -> None:
         assert json.loads(update.fields["output"]) == [1, 2, 3, "***"]
     else:
         assert update.fields["handle"] == {"ids": "***", "n": [1, 2, 3]}
+
+
+
+HOOK_SECRET = "hook-7c1e-never-shown"
+
+
+class _NoConfig(BaseModel):
+    pass
+
+
+@executor
+class _Echoes:
+    """Registers a secret as a plugin does for its credentials, then fails with it in the error."""
+
+    def __init__(self, config: _NoConfig) -> None:
+        register_secret(HOOK_SECRET)
+
+    def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> None:
+        raise TaskError(f"401 for token {HOOK_SECRET}")
+
+
+def test_status_hooks_receive_masked_errors() -> None:
+    """Hooks notify other systems (chat, tracing): a secret in an error must not reach them either."""
+    from ork.testing import run_task
+
+    seen: list[str | None] = []
+
+    class Watcher:
+        @hookimpl
+        def ork_task_status_changed(self, status: str, error: str | None) -> None:
+            if status == "failed":
+                seen.append(error)
+
+    result = run_task(_Echoes, plugins=[Watcher()])
+    assert result.status == "failed"
+    assert seen == ["401 for token ***"]

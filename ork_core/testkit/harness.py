@@ -407,8 +407,8 @@ def run_task(
         test depends on, so ``{ref: tasks.<name>.output…}`` bindings work.
     :param params: run parameters, for ``{param: …}`` bindings.
     :param timeout: the task's ``timeout`` in seconds.
-    :param cancel_after: cancel the run this many seconds after the task started, as
-        Ctrl-C on ``ork run`` does.
+    :param cancel_after: cancel the run this many seconds after the task started
+        (``Scheduler.request_cancel``: the run ends ``cancelled``, deferred jobs are cancelled).
     :param trackers: job trackers to register with an executor class (installed plugins
         register their own).
     :param plugins: more plugin objects or modules to register for this run.
