@@ -25,6 +25,7 @@ SHOWN = {"running", "deferred", "retrying", "success", "failed", "skipped", "ups
 STYLE = {
     "success": "green", "failed": "red", "upstream_failed": "red", "cancelled": "yellow", "skipped": "dim",
     "running": "cyan", "deferred": "magenta", "retrying": "yellow", "queued": "blue", "pending": "dim",
+    "stopped": "yellow",
 }
 TABLE_LIMIT = 40
 
