@@ -286,3 +286,13 @@ def test_a_full_disk_stops_the_run_resumably_and_resume_finishes_it(project: Pat
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT name, status FROM tasks ORDER BY name").fetchall() == [("a", "success"), ("b", "success")]
         assert conn.execute("SELECT id, status, owner FROM runs").fetchall() == [(run_id, "success", None)]
+
+
+def test_a_run_that_has_not_finished_has_no_duration() -> None:
+    """`ork runs` shows '-' for a running or stopped run, not a duration of 0.00s."""
+    from ork_core.storage.base import RunRecord
+
+    started = RunRecord(id="r", workflow_hash="h", workflow_name="w", workflow_file="wf.yaml", params={},
+                        status="stopped", created_at=1.0, started_at=2.0, finished_at=None, pid=None, error=None)
+    assert started.duration is None
+    assert RunRecord(**{**started.__dict__, "status": "success", "finished_at": 5.5}).duration == 3.5

@@ -163,9 +163,10 @@ class RunRecord:
 
     @property
     def duration(self) -> float | None:
-        if self.started_at is None:
+        """None until the run finished: a running or stopped run has no duration yet (not 0)."""
+        if self.started_at is None or self.finished_at is None:
             return None
-        return (self.finished_at or self.started_at) - self.started_at
+        return self.finished_at - self.started_at
 
 
 @dataclass
