@@ -75,6 +75,13 @@ def log(root: Path, *words: object) -> None:
         fh.write(" ".join(str(w) for w in words) + "\\n")
 
 
+def save(path: Path, state: dict[str, Any]) -> None:
+    """Atomically, as a real service keeps its state: ork may be killed while a poll writes it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)
+
+
 def handle_for(job_id: str, task: FakeTask) -> Deferred:
     handle = {"job": job_id, "break": task.break_batch, "interval": task.poll_interval}
     return Deferred(task.tracker, handle, link=f"fake://jobs/{job_id}", external_id=job_id)
@@ -93,7 +100,7 @@ class FakeExecutor:
         n = len(list((self.root / "jobs").glob(f"{key}.*.json")))
         job_id = f"{key}.{n}"
         state = {"spec": task.model_dump(), "polls": 0, "answered": 0, "errors_left": task.poll_errors}
-        (self.root / "jobs" / f"{job_id}.json").write_text(json.dumps(state))
+        save(self.root / "jobs" / f"{job_id}.json", state)
         log(self.root, "submit", key, job_id, os.getpid())
         if task.submit_delay:
             time.sleep(task.submit_delay)
@@ -132,10 +139,10 @@ class FakeTracker:
         log(self.root, "poll", job_id, repr(time.time()))
         if state["errors_left"] > 0:
             state["errors_left"] -= 1
-            path.write_text(json.dumps(state))
+            save(path, state)
             return ConnectionError(f"status of {job_id}: 503")
         state["answered"] += 1
-        path.write_text(json.dumps(state))
+        save(path, state)
         spec = state["spec"]
         end = self.root / "jobs" / f"{job_id}.end"
         if spec["running_polls"] is None:
