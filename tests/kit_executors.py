@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from pathlib import Path
@@ -94,10 +95,16 @@ class FileJobStore:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
 
+    def _save(self, job: dict[str, Any]) -> None:
+        """Atomically: the kit kills ork mid-submit, and a real service would not lose the job."""
+        tmp = self.folder / f"{job['id']}.tmp"
+        tmp.write_text(json.dumps(job))
+        os.replace(tmp, self.folder / f"{job['id']}.json")
+
     def submit(self, key: str, seconds: float, result: str) -> str:
         job_id = uuid.uuid4().hex[:12]
         job = {"id": job_id, "key": key, "due": time.time() + seconds, "result": result, "cancelled": False}
-        (self.folder / f"{job_id}.json").write_text(json.dumps(job))
+        self._save(job)
         return job_id
 
     def get(self, job_id: str) -> dict[str, Any]:
@@ -114,7 +121,7 @@ class FileJobStore:
     def cancel(self, job_id: str) -> None:
         job = self.get(job_id)
         job["cancelled"] = True
-        (self.folder / f"{job_id}.json").write_text(json.dumps(job))
+        self._save(job)
 
     def count(self) -> int:
         return len(list(self.folder.glob("*.json")))
