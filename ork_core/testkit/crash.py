@@ -194,7 +194,8 @@ def interrupt_at_random(
 
     `start(first)` starts the command (``run`` when `first`, else ``resume``). Each round
     waits until `ready(proc)` (the first: until the run exists), then a delay drawn from
-    `delay`, and sends a signal drawn from `signals` unless the process already ended. After
+    `delay`, and sends the next of `signals` (in turn, from a random first one, so that any two
+    rounds use two kinds) unless the process already ended. After
     `rounds` interruptions the last resume runs to its end. `after_round` sees every round
     once its process is gone (check invariants there). It ends after a round that ended by
     itself, or when `finished()` says the run is over (a signal can land just after the
@@ -202,6 +203,7 @@ def interrupt_at_random(
     """
     done: list[Interruption] = []
     first = True
+    turn = rng.randrange(len(signals))
     while True:
         began = time.monotonic()
         proc = start(first)
@@ -212,7 +214,7 @@ def interrupt_at_random(
                 time.sleep(0.01)
             interrupt = len(done) < rounds
             wait = rng.uniform(*delay) if interrupt else timeout
-            sig = rng.choice(signals) if interrupt else None
+            sig = signals[(turn + len(done)) % len(signals)] if interrupt else None
             try:
                 proc.wait(wait)
                 action = "finished"

@@ -107,10 +107,11 @@ def query(db: Path, sql: str) -> list[tuple[object, ...]]:
     raise AssertionError(f"cannot read {db}")
 
 
+@pytest.mark.parametrize("sequence", range(3))  # three runs: the workflow takes a few seconds, so ~5 rounds each
 def test_kill_9_and_sigterm_at_random_moments_never_run_a_success_twice(
-    tmp_path: Path, server: JobServer, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, server: JobServer, capsys: pytest.CaptureFixture[str], sequence: int
 ) -> None:
-    seed = int(os.environ.get("ORK_CRASH_SEED") or time.time_ns() % 1_000_000)
+    seed = int(os.environ.get("ORK_CRASH_SEED") or time.time_ns() % 1_000_000) + sequence
     with capsys.disabled():
         print(f"\n[crash test] ORK_CRASH_SEED={seed}")
     rng = random.Random(seed)
@@ -186,4 +187,3 @@ def test_kill_9_and_sigterm_at_random_moments_never_run_a_success_twice(
     assert len(rec.jobs) == 1 and len(rec.kickoffs_by_key) == 1, (rec.kickoffs_by_key, seed)
     assert list(rec.kickoffs_by_key.values()) == [1], (rec.kickoffs_by_key, seed)  # adopted, never resent
     assert rec.cancels == [], "a kill or a signal must not cancel the external job"
-    assert took < 60, took
