@@ -1,5 +1,5 @@
 """``python -m ork_core`` is ``ork``."""
 
-from ork_core.cli import main
+from ork_core.cli import entry
 
-main()
+entry()

@@ -130,6 +130,24 @@ def main(ctx: click.Context, debug: bool, db: str | None) -> None:
 pass_env = click.make_pass_decorator(Env)
 
 
+def entry() -> None:
+    """The ``ork`` command (and ``python -m ork_core``): ork owns this process's signals to the end.
+
+    Once a command is done, every state change is committed; a SIGINT/SIGTERM/SIGHUP that
+    arrives while the interpreter shuts down (Python restores the default actions first, and
+    that takes a while) is ignored rather than killing the process, so its exit code stays
+    the one ork chose (0, 1, 2, or 128 + the signal that stopped the run).
+    """
+    import signal
+
+    try:
+        main()
+    finally:
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 # --- executors -------------------------------------------------------------------------------
 
 

@@ -39,3 +39,22 @@ def test_the_loop_takes_sigint_sigterm_sighup_and_restores_the_callers_handlers(
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+def test_the_ork_command_ignores_stop_signals_once_it_is_done() -> None:
+    """Python restores the default actions before it finishes exiting: a SIGTERM in that time,
+    after the run's last commit, would otherwise turn ork's exit code into death by signal."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import signal, sys, ork_core.cli as cli\n"
+        "sys.argv = ['ork', '--version']\n"
+        "try:\n"
+        "    cli.entry()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print([signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().splitlines()[-1] == "[True, True, True]", done.stdout + done.stderr

@@ -85,7 +85,7 @@ def workflow(log: Path) -> dict[str, object]:
         "iso": {**py(log, "iso", "forks", isolation="process"), "depends_on": ["extract"]},
         "flaky": {**py(log, "flaky", "flaky", retries=2, retry_delay=0.2), "depends_on": ["extract"]},
         "job": {
-            "executor": "jobs", "url": "/jobs", "body": {"polls": 12}, "run_id_path": "run.id",
+            "executor": "jobs", "url": "/jobs", "body": {"polls": 40}, "run_id_path": "run.id",
             "status_url": "/jobs/{{ run_id }}", "status_path": "state", "success_states": ["done"],
             "failure_states": ["error", "cancelled"], "output_path": "result", "poll_interval": 0.1,
             "lookup_url": "/jobs?key={{ ork.idempotency_key }}", "cancel_url": "/jobs/{{ run_id }}",
