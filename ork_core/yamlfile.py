@@ -441,7 +441,8 @@ def validation_problems(
             value = err.get("input")
             message = f"expected {_EXPECTED[kind]}, got {_as_written(value) if show_input else _kind(value)}"
         else:
-            message = err["msg"]
+            # a validator's own words, without pydantic's "Value error, " in front of them
+            message = err["msg"].removeprefix("Value error, ") if kind == "value_error" else err["msg"]
             if show_input and kind not in ("model_type", "dict_type") and not isinstance(err.get("input"), (dict, list)):
                 message += f" (got {err.get('input')!r})"
         problems.append(doc.problem(loc, message))

@@ -644,7 +644,7 @@ def test_job_carries_the_configured_settings(tmp_path: Path) -> None:
         ({"project": "p", "labls": {}}, "executors.bq.config.labls: unknown key 'labls' (did you mean 'labels'?)"),
         (
             {"project": "p", "credentials": "nope.json"},
-            "executors.bq.config.credentials: Value error, must be 'default', 'anonymous' or the path of a "
+            "executors.bq.config.credentials: must be 'default', 'anonymous' or the path of a "
             "service-account JSON key file",
         ),
         ({"project": "p", "labels": {"Team": "x"}}, "label key 'Team' must start with a lowercase letter"),
