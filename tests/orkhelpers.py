@@ -8,6 +8,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -64,3 +65,26 @@ def ork_subprocess(args: list[str], cwd: Path, env: dict[str, str] | None = None
         [sys.executable, "-m", "ork_core", *args], cwd=cwd, env=full_env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw,  # type: ignore[call-overload]
     )
+
+
+def run_in_process(folder: Path, workflow: Path) -> tuple[Any, Any]:
+    """Run `workflow` of the project in `folder` through the real scheduler, in this process.
+
+    Returns the RunResult and the RunRecord read back from `.ork/ork.db` (plugins not loaded).
+    """
+    from ork_core.plugins import build_plugin_manager
+    from ork_core.project import Project
+    from ork_core.scheduler import Scheduler, coerce_params, create_run, execute
+    from ork_core.storage import open_storage
+    from ork_core.workflow import load_workflow
+
+    pm = build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"})
+    project = Project.load(folder, pm)
+    compiled = load_workflow(workflow, project)
+    storage = open_storage(f"sqlite:///{folder / '.ork' / 'ork.db'}", pm.registry)
+    try:
+        run_id = create_run(storage, compiled, coerce_params(compiled, {}))
+        scheduler = Scheduler(project=project, plugins=pm, storage=storage, workflow=compiled, run_id=run_id, params={})
+        return execute(scheduler, handle_signals=False), storage.get_run(run_id)
+    finally:
+        storage.close()

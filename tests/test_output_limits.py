@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from orkhelpers import write
+from orkhelpers import run_in_process, write
 from ork_core.plugins import build_plugin_manager
 from ork_core.project import Project
-from ork_core.scheduler import RunResult, Scheduler, coerce_params, create_run, execute
+from ork_core.scheduler import RunResult
 from ork_core.storage import open_storage
 from ork_core.storage.base import RunRecord
-from ork_core.workflow import load_workflow
 
 MAX_LOG_LINE = 64 * 1024  # ork_core.context.MAX_LOG_LINE
 DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024  # ork_core.project.DEFAULT_MAX_OUTPUT_BYTES
@@ -44,18 +43,7 @@ def fail_huge() -> None:
 def run(folder: Path, tasks: str, ork_yaml: str = "") -> tuple[RunResult, RunRecord]:
     write(folder / "tasks.py", TASKS)
     write(folder / "ork.yaml", ork_yaml)
-    wf = write(folder / "wf.yaml", "name: wf\ntasks:\n" + tasks)
-    pm = build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"})
-    project = Project.load(folder, pm)
-    compiled = load_workflow(wf, project)
-    storage = open_storage(f"sqlite:///{folder / '.ork' / 'ork.db'}", pm.registry)
-    try:
-        run_id = create_run(storage, compiled, coerce_params(compiled, {}))
-        scheduler = Scheduler(project=project, plugins=pm, storage=storage, workflow=compiled, run_id=run_id, params={})
-        result = execute(scheduler, handle_signals=False)
-        return result, storage.get_run(run_id)
-    finally:
-        storage.close()
+    return run_in_process(folder, write(folder / "wf.yaml", "name: wf\ntasks:\n" + tasks))
 
 
 @pytest.fixture

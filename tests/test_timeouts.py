@@ -8,15 +8,12 @@ reliably waited on it. The numbers are generous: 3 s of slowness against `timeou
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import pytest
-
-from orkhelpers import write
+from orkhelpers import run_in_process, write
 from ork_core.plugins import build_plugin_manager
 from ork_core.project import Project
-from ork_core.scheduler import RunResult, Scheduler, coerce_params, create_run, execute, resume_scheduler
+from ork_core.scheduler import RunResult, create_run, execute, resume_scheduler
 from ork_core.storage import open_storage
 from ork_core.storage.base import RunRecord
 from ork_core.workflow import load_workflow
@@ -104,17 +101,7 @@ def _quick_tasks(n: int) -> str:
 
 
 def _run(folder: Path, workflow: str) -> tuple[RunResult, RunRecord]:
-    wf = write(folder / "wf.yaml", workflow)
-    pm = build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"})
-    project = Project.load(folder, pm)
-    compiled = load_workflow(wf, project)
-    storage = open_storage(f"sqlite:///{folder / '.ork' / 'ork.db'}", pm.registry)
-    try:
-        run_id = create_run(storage, compiled, coerce_params(compiled, {}))
-        scheduler = Scheduler(project=project, plugins=pm, storage=storage, workflow=compiled, run_id=run_id, params={})
-        return execute(scheduler, handle_signals=False), storage.get_run(run_id)
-    finally:
-        storage.close()
+    return run_in_process(folder, write(folder / "wf.yaml", workflow))
 
 
 def test_a_slow_import_or_executor_init_does_not_time_out_other_tasks(project: Path, fresh_modules: None) -> None:
