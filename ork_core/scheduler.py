@@ -39,7 +39,9 @@ from ork_core.proctree import KILL_WAIT, RUN_MARKER, end_group, group_members, m
 from ork_core.project import Project
 from ork_core.scratch import sweep as sweep_scratch
 from ork_core.secrets import mask, mask_batch
-from ork_core.storage.base import FINAL_TASK_STATUSES, JSONText, LogLine, Metric, RunUpdate, Storage, TaskUpdate
+from ork_core.storage.base import (
+    FINAL_TASK_STATUSES, QUEUED, JSONText, LogLine, Metric, RunOrigin, RunUpdate, Storage, TaskUpdate,
+)
 from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
 from ork_core.workers import DaemonPool, run_sync
 from ork_core.workflow import CompiledTask, CompiledWorkflow, required_params
@@ -1063,17 +1065,32 @@ def _install_signal_handlers(loop: asyncio.AbstractEventLoop, scheduler: Schedul
 
 def create_run(
     storage: Storage, workflow: CompiledWorkflow, params: dict[str, Any], run_id: str | None = None,
-    *, claim: bool = False,
+    *, claim: bool = False, origin: RunOrigin | None = None, queued: bool = False,
 ) -> str:
-    """Store a new run; `claim` makes this process its owner from the first moment (`ork run`)."""
+    """Store a new run; `claim` makes this process its owner from the first moment (`ork run`).
+
+    `queued` leaves it for `ork scheduler` to start. A run for a tick goes through
+    `create_tick_run`, which may find the tick taken.
+    """
+    run_id = create_tick_run(storage, workflow, params, run_id, claim=claim, origin=origin, queued=queued)
+    if run_id is None:
+        raise StorageError(f"the tick {origin} of {workflow.name} has a run already")
+    return run_id
+
+
+def create_tick_run(
+    storage: Storage, workflow: CompiledWorkflow, params: dict[str, Any], run_id: str | None = None,
+    *, claim: bool = False, origin: RunOrigin | None = None, queued: bool = False,
+) -> str | None:
+    """`create_run`, or None when storage's unique key finds a run for `origin`'s tick already."""
     run_id = run_id or new_run_id()
     storage.save_workflow(workflow.hash, workflow.name, workflow.file, workflow.source, workflow.to_json())
-    storage.create_run(
+    created = storage.create_run(
         run_id, workflow.hash, workflow.name, workflow.file, params,
         [(n, t.executor) for n, t in workflow.tasks.items()], time.time(),
-        owner=Owner.current().token if claim else None,
+        owner=Owner.current().token if claim else None, origin=origin, status=QUEUED if queued else "pending",
     )
-    return run_id
+    return run_id if created else None
 
 
 def execute(scheduler: Scheduler, *, resumed: bool = False, handle_signals: bool = True) -> RunResult:
@@ -1149,4 +1166,4 @@ def _claimed(run_id: str, owner: str | None, *, first: bool) -> RunClaimedError:
     return RunClaimedError(message, run_id=run_id, owner=owner)
 
 
-__all__ = ["STOPPED", "Reporter", "RunResult", "Scheduler", "StorageError", "coerce_params", "create_run", "execute", "resume_scheduler"]
+__all__ = ["STOPPED", "Reporter", "RunResult", "Scheduler", "StorageError", "coerce_params", "create_run", "create_tick_run", "execute", "resume_scheduler"]

@@ -16,7 +16,7 @@ refused, never the driver's own error.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +44,11 @@ TASK_FIELDS = frozenset(
         "adopt_first",
     }
 )
-RUN_FIELDS = frozenset({"status", "started_at", "finished_at", "pid", "error"})
+RUN_FIELDS = frozenset({"status", "started_at", "finished_at", "pid", "error", "managed", "cancel_requested"})
 FINAL_RUN_STATUSES = frozenset({"success", "failed", "cancelled"})
+QUEUED = "queued"
+"""A run waiting for `ork scheduler` to start it (a tick, `ork trigger`, a backfill, a retry)."""
+TRIGGERS = ("manual", "schedule", "backfill")
 FINAL_TASK_STATUSES = frozenset({"success", "failed", "skipped", "upstream_failed", "cancelled"})
 
 
@@ -106,6 +109,50 @@ class Metric:
     labels: dict[str, str]
 
 
+@dataclass(frozen=True)
+class RunOrigin:
+    """Why a run exists, and for a scheduled one, which tick it stands for.
+
+    (workflow name, `schedule`, `logical_ts`) is unique among runs: every backend enforces it
+    with a unique key, so a tick, or a backfilled date, becomes one run however many
+    processes try to create it and however often one is killed while doing so.
+    """
+
+    trigger: str = "manual"
+    """``manual`` (``ork run``, ``ork trigger``), ``schedule`` (a tick) or ``backfill``."""
+    schedule: str | None = None
+    """The schedule's key in its workflow (its ``name``, or its position: ``"0"``, ``"1"``…)."""
+    logical_ts: int | None = None
+    """The tick, in epoch seconds; None for a run that stands for no tick."""
+    logical_date: str | None = None
+    """The tick as ISO 8601 in the schedule's time zone (what tasks and displays see)."""
+    interval_start: str | None = None
+    interval_end: str | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleRecord:
+    """A schedule as the last `ork scheduler` (or `ork schedules`) read it from its workflow file."""
+
+    workflow: str
+    key: str
+    file: str
+    cron: str
+    timezone: str
+    catchup: bool
+    max_active_runs: int | None
+    spec: dict[str, Any]
+    """The whole ``schedule:`` entry as validated (start, end, params…), JSON-shaped."""
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class PauseState:
+    paused: bool
+    changed_at: float
+    """When it was last paused or unpaused: ticks up to an unpause are not caught up without ``catchup``."""
+
+
 @dataclass
 class TaskRecord:
     run_id: str
@@ -159,6 +206,11 @@ class RunRecord:
     error: str | None
     owner: str | None = None
     """The token of the process executing the run, None when no process holds it."""
+    origin: RunOrigin = RunOrigin()
+    managed: bool = False
+    """Whether `ork scheduler` runs it (it was created ``queued``), not the command that created it."""
+    cancel_requested: bool = False
+    """Set by `ork cancel` (or the API): the process that holds the run cancels it."""
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
 
     @property
@@ -203,11 +255,17 @@ class Storage(abc.ABC):
     def create_run(
         self, run_id: str, workflow_hash: str, workflow_name: str, workflow_file: str, params: dict[str, Any],
         tasks: Sequence[tuple[str, str]], now: float, owner: str | None = None,
-    ) -> None:
+        *, origin: RunOrigin | None = None, status: str = "pending",
+    ) -> bool:
         """Create a run and its tasks (name, executor), all ``pending``, in one transaction.
 
         `owner` claims the new run in the same transaction, so no other process can take it
-        between its creation and its first step.
+        between its creation and its first step. `status` is ``pending`` (the creating
+        process runs it) or ``queued`` (`ork scheduler` will: the run is stored as managed).
+
+        Returns False, writing nothing, when `origin` names a tick (``logical_ts``) that
+        already has a run for this workflow and schedule: the unique key decides, inside the
+        transaction, never a read before it.
         """
 
     @abc.abstractmethod
@@ -245,8 +303,35 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
-    def list_runs(self, limit: int = 50, *, unfinished: bool = False) -> list[RunRecord]:
-        """Newest first, without tasks."""
+    def list_runs(
+        self, limit: int = 50, *, unfinished: bool = False, workflow: str | None = None,
+        statuses: Collection[str] | None = None, offset: int = 0, oldest_first: bool = False,
+    ) -> list[RunRecord]:
+        """Newest first (by creation; `oldest_first` reverses), without tasks.
+
+        `unfinished` keeps runs not in a final status; `workflow` and `statuses` filter on
+        the run's workflow name and status; `offset` skips that many (for paging).
+        """
+
+    @abc.abstractmethod
+    def last_ticks(self) -> dict[tuple[str, str], int]:
+        """The newest ``logical_ts`` of a ``schedule``-triggered run, per (workflow, schedule key)."""
+
+    @abc.abstractmethod
+    def save_schedules(self, workflow: str, schedules: Sequence[ScheduleRecord]) -> None:
+        """Replace the stored schedules of `workflow` (none: it has no schedule any more)."""
+
+    @abc.abstractmethod
+    def list_schedules(self) -> list[ScheduleRecord]:
+        """Every stored schedule, by workflow and key."""
+
+    @abc.abstractmethod
+    def set_paused(self, workflow: str, paused: bool, now: float) -> None:
+        """Pause or unpause every schedule of `workflow` (it need not have been seen yet)."""
+
+    @abc.abstractmethod
+    def pause_states(self) -> dict[str, PauseState]:
+        """Workflows ever paused or unpaused, by name."""
 
     @abc.abstractmethod
     def attempts(self, run_id: str) -> list[AttemptRecord]:

@@ -15,7 +15,7 @@ import os
 import shutil
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -27,9 +27,13 @@ from ork_core.storage.base import (
     TASK_FIELDS,
     AttemptRecord,
     JSONText,
+    QUEUED,
     LogLine,
     Metric,
+    PauseState,
+    RunOrigin,
     RunRecord,
+    ScheduleRecord,
     RunUpdate,
     Storage,
     TaskRecord,
@@ -86,6 +90,26 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE tasks ADD COLUMN uncertain_retries INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE tasks ADD COLUMN adopt_first INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 4: schedules. One run per (workflow, schedule, tick) is the unique index, not a check.
+    """
+    ALTER TABLE runs ADD COLUMN triggered_by TEXT NOT NULL DEFAULT 'manual';
+    ALTER TABLE runs ADD COLUMN schedule TEXT;
+    ALTER TABLE runs ADD COLUMN logical_ts INTEGER;
+    ALTER TABLE runs ADD COLUMN logical_date TEXT;
+    ALTER TABLE runs ADD COLUMN interval_start TEXT;
+    ALTER TABLE runs ADD COLUMN interval_end TEXT;
+    ALTER TABLE runs ADD COLUMN managed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    CREATE UNIQUE INDEX runs_tick ON runs(workflow_name, schedule, logical_ts) WHERE logical_ts IS NOT NULL;
+    CREATE INDEX runs_unfinished ON runs(status) WHERE status NOT IN ('success', 'failed', 'cancelled');
+    CREATE INDEX runs_workflow ON runs(workflow_name, created_at);
+    CREATE TABLE schedules (
+        workflow TEXT NOT NULL, key TEXT NOT NULL, file TEXT NOT NULL, cron TEXT NOT NULL, timezone TEXT NOT NULL,
+        catchup INTEGER NOT NULL, max_active_runs INTEGER, spec TEXT NOT NULL, updated_at REAL NOT NULL,
+        PRIMARY KEY (workflow, key)
+    );
+    CREATE TABLE pauses (workflow TEXT PRIMARY KEY, paused INTEGER NOT NULL, changed_at REAL NOT NULL);
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -209,18 +233,27 @@ class SQLiteStorage(Storage):
     def create_run(
         self, run_id: str, workflow_hash: str, workflow_name: str, workflow_file: str, params: dict[str, Any],
         tasks: Sequence[tuple[str, str]], now: float, owner: str | None = None,
-    ) -> None:
+        *, origin: RunOrigin | None = None, status: str = "pending",
+    ) -> bool:
+        o = origin or RunOrigin()
         with self._writing() as db:
-            db.execute(
-                "INSERT INTO runs(id, workflow_hash, workflow_name, workflow_file, params, status, created_at, pid,"
-                " owner) VALUES (?,?,?,?,?,?,?,?,?)",
-                (run_id, workflow_hash, workflow_name, workflow_file, json.dumps(params), "pending", now, os.getpid(),
-                 owner),
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO runs(id, workflow_hash, workflow_name, workflow_file, params, status, created_at,"
+                " pid, owner, triggered_by, schedule, logical_ts, logical_date, interval_start, interval_end, managed)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, workflow_hash, workflow_name, workflow_file, json.dumps(params), status, now,
+                 None if status == QUEUED else os.getpid(), owner, o.trigger, o.schedule, o.logical_ts,
+                 o.logical_date, o.interval_start, o.interval_end, int(status == QUEUED)),
             )
+            if not cursor.rowcount:
+                if o.logical_ts is None:  # only the tick's unique key may refuse a run silently
+                    raise StorageError(f"a run with id {run_id!r} already exists in {self.path}")
+                return False
             db.executemany(
                 "INSERT INTO tasks(run_id, name, executor, status) VALUES (?,?,?,'pending')",
                 [(run_id, name, executor) for name, executor in tasks],
             )
+        return True
 
     def claim_run(self, run_id: str, owner: str, *, expected: str | None) -> str | None:
         # The UPDATE runs under SQLite's write lock: the compare-and-set.
@@ -351,11 +384,13 @@ class SQLiteStorage(Storage):
             id=row[0], workflow_hash=row[1], workflow_name=row[2], workflow_file=row[3], params=json.loads(row[4]),
             status=row[5], created_at=row[6], started_at=row[7], finished_at=row[8], pid=row[9], error=row[10],
             owner=row[11],
+            origin=RunOrigin(row[12], row[13], row[14], row[15], row[16], row[17]),
+            managed=bool(row[18]), cancel_requested=bool(row[19]),
         )
 
     _RUN_COLS = (
         "id, workflow_hash, workflow_name, workflow_file, params, status, created_at, started_at, finished_at, pid, error,"
-        " owner"
+        " owner, triggered_by, schedule, logical_ts, logical_date, interval_start, interval_end, managed, cancel_requested"
     )
     _TASK_COLS = (
         "run_id, name, executor, status, attempt, try_number, started_at, finished_at, output, error, idempotency_key,"
@@ -407,13 +442,59 @@ class SQLiteStorage(Storage):
                     task.output_excerpt = blob.read(n).decode("utf-8", "ignore")
             run.tasks[task.name] = task
 
-    def list_runs(self, limit: int = 50, *, unfinished: bool = False) -> list[RunRecord]:
-        where = "WHERE status NOT IN ('success','failed','cancelled')" if unfinished else ""
+    def list_runs(
+        self, limit: int = 50, *, unfinished: bool = False, workflow: str | None = None,
+        statuses: Collection[str] | None = None, offset: int = 0, oldest_first: bool = False,
+    ) -> list[RunRecord]:
+        where: list[str] = []
+        args: list[Any] = []
+        if unfinished:
+            where.append("status NOT IN ('success','failed','cancelled')")
+        if workflow is not None:
+            where.append("workflow_name=?")
+            args.append(workflow)
+        if statuses is not None:
+            where.append(f"status IN ({','.join('?' * len(statuses))})" if statuses else "0")
+            args.extend(statuses)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        order = "ASC" if oldest_first else "DESC"
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {self._RUN_COLS} FROM runs {where} ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)
+                f"SELECT {self._RUN_COLS} FROM runs {clause} ORDER BY created_at {order}, rowid {order} LIMIT ? OFFSET ?",
+                (*args, limit, offset),
             ).fetchall()
         return [self._run(r) for r in rows]
+
+    def last_ticks(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT workflow_name, schedule, MAX(logical_ts) FROM runs"
+                " WHERE triggered_by='schedule' AND logical_ts IS NOT NULL GROUP BY workflow_name, schedule"
+            ).fetchall()
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    def save_schedules(self, workflow: str, schedules: Sequence[ScheduleRecord]) -> None:
+        with self._writing() as db:
+            db.execute("DELETE FROM schedules WHERE workflow=?", (workflow,))
+            db.executemany(
+                "INSERT INTO schedules VALUES (?,?,?,?,?,?,?,?,?)",
+                [(s.workflow, s.key, s.file, s.cron, s.timezone, int(s.catchup), s.max_active_runs, json.dumps(s.spec),
+                  s.updated_at) for s in schedules],
+            )
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM schedules ORDER BY workflow, key").fetchall()
+        return [ScheduleRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], json.loads(r[7]), r[8]) for r in rows]
+
+    def set_paused(self, workflow: str, paused: bool, now: float) -> None:
+        with self._writing() as db:
+            db.execute("INSERT OR REPLACE INTO pauses VALUES (?,?,?)", (workflow, int(paused), now))
+
+    def pause_states(self) -> dict[str, PauseState]:
+        with self._lock:
+            rows = self._db.execute("SELECT workflow, paused, changed_at FROM pauses").fetchall()
+        return {r[0]: PauseState(bool(r[1]), r[2]) for r in rows}
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         with self._lock:
