@@ -653,6 +653,32 @@ def jobs(env: Env, as_json: bool) -> None:
     Console().print(table)
 
 
+# --- serve -------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (reads are public on loopback only).")
+@click.option("--port", default=8642, show_default=True, type=click.IntRange(0, 65535))
+@pass_env
+def serve(env: Env, host: str, port: int) -> None:
+    """Serve the HTTP API and the web pages on this project's state database (needs ork-core[web])."""
+    import os
+
+    from ork_core import web
+
+    with _errors(env):
+        web.require()
+        project = env.project()
+        token, generated = web.api_token(dict(os.environ))
+        config = web.build_config(
+            project=project, plugins=env.plugins, storage=env.storage(project), token=token,
+            public_reads=web.is_loopback(host), executor_rows=lambda: executor_rows(env, project),
+        )
+    if generated:  # printed as is: it is this server's own, not a secret from the configuration
+        click.echo(f"API token for actions (set ORK_API_TOKEN to choose one): {token}")
+    web.serve(config, host, port, _echo)
+
+
 # --- new -------------------------------------------------------------------------------------
 
 

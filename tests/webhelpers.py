@@ -1,0 +1,208 @@
+"""Helpers for the `ork serve` tests: a project with runs in every state, a server, a scheduler stand-in."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orkhelpers import ork_subprocess, run_in_process, write
+
+TOKEN = "web-test-token-0123456789"
+SECRET = "hunter2-very-secret-value"
+"""A value a task logs before it is registered as a secret: the web app must mask it as it leaves."""
+
+
+@dataclass
+class WebProject:
+    dir: Path
+    db: Path
+    finished: str
+    failed: str
+    running: str
+
+
+def make_project(folder: Path) -> WebProject:
+    """A project with a finished, a failed (its middle task, until a marker file exists) and a running run."""
+    write(folder / "ork.yaml", """
+        executors:
+          python:
+            type: python
+        workflows: ["flows/*.yaml"]
+    """)
+    write(folder / "flows" / "tasks.py", f'''
+        from pathlib import Path
+        from ork import Context
+
+        def hello(ctx: Context, who: str = "world") -> dict:
+            ctx.log.info("hello %s", who)
+            return {{"who": who}}
+
+        def shout(ctx: Context) -> str:
+            ctx.log.info("<script>window.__xss = 1</script> and {SECRET}")
+            ctx.metrics.record("rows", 3)
+            return "<img src=x onerror=window.__xss=2>"
+
+        def flaky(ctx: Context) -> int:
+            ctx.log.info("trying attempt %d", ctx.attempt)
+            if not (Path(__file__).parent / "fixed").exists():
+                raise RuntimeError("not fixed <b>yet</b>")
+            return 1
+    ''')
+    write(folder / "flows" / "ok.yaml", """
+        name: ok
+        tasks:
+          extract: {file: tasks.py, function: hello}
+          shout: {file: tasks.py, function: shout, depends_on: [extract]}
+    """)
+    write(folder / "flows" / "flaky.yaml", """
+        name: flaky
+        tasks:
+          extract: {file: tasks.py, function: hello}
+          transform: {file: tasks.py, function: flaky, depends_on: [extract]}
+          load: {file: tasks.py, function: hello, depends_on: [transform]}
+          report: {file: tasks.py, function: hello, depends_on: [extract]}
+    """)
+    write(folder / "flows" / "hello.yaml", """
+        name: hello
+        params: {who: world, times: 1}
+        tasks:
+          greet: {file: tasks.py, function: hello, inputs: {who: {param: who}}}
+    """)
+    write(folder / "flows" / "nightly.yaml", """
+        name: nightly
+        tasks:
+          only: {file: tasks.py, function: hello}
+    """)
+    _, finished = run_in_process(folder, folder / "flows" / "ok.yaml")
+    _, failed = run_in_process(folder, folder / "flows" / "flaky.yaml")
+    db = folder / ".ork" / "ork.db"
+    with storage_of(db) as storage:
+        running = _fake_running(folder, storage)
+        from ork_core.storage.base import ScheduleRecord
+
+        storage.save_schedules("nightly", [ScheduleRecord(
+            workflow="nightly", key="0", file=str(folder / "flows" / "nightly.yaml"), cron="0 2 * * *", timezone="UTC",
+            catchup=False, max_active_runs=1, spec={"key": "0", "cron": "0 2 * * *", "timezone": "UTC"}, updated_at=time.time(),
+        )])
+    assert finished.status == "success" and failed.status == "failed"
+    return WebProject(folder, db, finished.id, failed.id, running)
+
+
+def _fake_running(folder: Path, storage: Any) -> str:
+    """A run in ``running`` state as its ork left it mid-way (no process executes it: nothing moves)."""
+    from ork_core.plugins import build_plugin_manager
+    from ork_core.project import Project
+    from ork_core.scheduler import create_run
+    from ork_core.storage.base import RunUpdate, TaskUpdate
+    from ork_core.workflow import load_workflow
+
+    pm = build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"})
+    workflow = load_workflow(folder / "flows" / "ok.yaml", Project.load(folder, pm))
+    run_id = create_run(storage, workflow, {})
+    now = time.time()
+    storage.write([
+        RunUpdate(run_id, {"status": "running", "started_at": now - 5}),
+        TaskUpdate(run_id, "extract", {"status": "running", "attempt": 1, "try_number": 1, "started_at": now - 4}),
+    ])
+    return run_id
+
+
+@contextmanager
+def storage_of(db: Path) -> Iterator[Any]:
+    from ork_core.plugins import build_plugin_manager
+    from ork_core.storage import open_storage
+
+    storage = open_storage(f"sqlite:///{db}", build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"}).registry)
+    try:
+        yield storage
+    finally:
+        storage.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """`ork serve`'s app for a project, by uvicorn in a thread on 127.0.0.1 and a free port."""
+
+    def __init__(self, folder: Path, *, public_reads: bool = True) -> None:
+        import uvicorn
+
+        from ork_core.cli import Env, executor_rows
+        from ork_core.web import build_config
+        from ork_core.web.app import create_app
+
+        env = Env(False, None)
+        env._plugins = __import__("ork_core.plugins", fromlist=["x"]).build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"})
+        project = env.project(folder)
+        self.storage = env.storage(project)
+        config = build_config(
+            project=project, plugins=env.plugins, storage=self.storage, token=TOKEN, public_reads=public_reads,
+            executor_rows=lambda: executor_rows(env, project),
+        )
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="ork-serve", daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.storage.close()
+
+
+class QueuedRunner:
+    """Stands in for `ork scheduler`: every queued run of the project is started by `ork resume RUN_ID`.
+
+    The one place to swap for a real ``ork scheduler`` process once main has it: the tests
+    only need "a queued run gets executed by a process that is not the web server".
+    """
+
+    def __init__(self, folder: Path, db: Path) -> None:
+        self.folder = folder
+        self.db = db
+        self.started: dict[str, subprocess.Popen[str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="queued-runner", daemon=True)
+
+    def _loop(self) -> None:
+        with storage_of(self.db) as storage:
+            while not self._stop.wait(0.2):
+                for run in storage.list_runs(20, statuses=["queued"]):
+                    previous = self.started.get(run.id)
+                    if previous is None or previous.poll() is not None:
+                        self.started[run.id] = ork_subprocess(["resume", run.id, "--quiet"], cwd=self.folder)
+
+    def __enter__(self) -> QueuedRunner:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for proc in self.started.values():
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
