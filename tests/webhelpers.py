@@ -108,8 +108,8 @@ def _fake_running(folder: Path, storage: Any) -> str:
     run_id = create_run(storage, workflow, {})
     now = time.time()
     storage.write([
-        RunUpdate(run_id, {"status": "running", "started_at": now - 5}),
-        TaskUpdate(run_id, "extract", {"status": "running", "attempt": 1, "try_number": 1, "started_at": now - 4}),
+        RunUpdate(run_id, {"status": "running", "started_at": now}),
+        TaskUpdate(run_id, "extract", {"status": "running", "attempt": 1, "try_number": 1, "started_at": now}),
     ])
     return run_id
 

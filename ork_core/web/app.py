@@ -355,20 +355,21 @@ def create_app(config: WebConfig) -> FastAPI:
         request: Request,
         workflow: str | None = None,
         status: Annotated[list[str] | None, Query()] = None,
-        since: dt.date | None = None,
-        until: dt.date | None = None,
+        since: str | None = None,
+        until: str | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> HTMLResponse:
         statuses = _statuses(status)
+        day_from, day_to = _day(since, "since"), _day(until, "until")  # the form sends "" for no date
         runs, more = data.list_runs(
-            store, workflow=workflow or None, statuses=statuses, since=_iso_ts(since),
-            until=_iso_ts(until + dt.timedelta(days=1)) if until else None, limit=limit, offset=offset,
+            store, workflow=workflow or None, statuses=statuses, since=_iso_ts(day_from),
+            until=_iso_ts(day_to + dt.timedelta(days=1)) if day_to else None, limit=limit, offset=offset,
         )
         names = sorted({r.workflow_name for r in store.call(lambda s: s.list_runs(200))} | {s.workflow for s in store.call(lambda s: s.list_schedules())})
         return page(
             "runs.html", request, runs=[data.run_summary(r) for r in runs], more=more, limit=limit, offset=offset,
-            workflow=workflow or "", status=statuses or [], since=since, until=until, statuses=data.RUN_STATUSES, names=names,
+            workflow=workflow or "", status=statuses or [], since=day_from, until=day_to, statuses=data.RUN_STATUSES, names=names,
         )
 
     @app.get("/runs/{run_id}", include_in_schema=False, dependencies=[Read])
@@ -408,6 +409,15 @@ def create_app(config: WebConfig) -> FastAPI:
 
 
 _UNION_MEMBERS = frozenset({"str", "int", "float", "bool", "datetime", "date", "list", "dict", "none"})
+
+
+def _day(value: str | None, name: str) -> dt.date | None:
+    if not value:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ApiError(422, f"{name}: {value!r} is not a date (YYYY-MM-DD)", name) from None
 
 
 def _host_of(header: str) -> str:
@@ -450,7 +460,7 @@ def _panel_values(run: dict[str, Any]) -> dict[str, Any]:
             bars.append(
                 {
                     "row": row, "task": t["name"], "attempt": a["attempt"], "status": a["status"],
-                    "x": (a["started_at"] - t0) / span * 100, "w": max((end - a["started_at"]) / span * 100, 0.2),
+                    "x": (a["started_at"] - t0) / span * 100, "w": max((end - a["started_at"]) / span * 100, 0.5),
                     "dur": end - a["started_at"],
                 }
             )

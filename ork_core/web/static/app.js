@@ -84,6 +84,23 @@
     });
   }
 
+  // -- runs page: the table follows the runs that are not finished --------------------------------
+  const runsTable = $("#runs");
+  if (runsTable) {
+    const FINAL = ["success", "failed", "cancelled"];
+    const unfinished = () => $$("#runs tbody tr[data-run] .badge").some((b) => !FINAL.includes(b.textContent.trim()));
+    setInterval(async () => {
+      if (document.hidden || !unfinished()) return;
+      try {
+        const response = await fetch(window.location.href, { headers: { "Accept": "text/html" } });
+        if (!response.ok) return;
+        const parsed = new DOMParser().parseFromString(await response.text(), "text/html");
+        const fresh = parsed.querySelector("#runs tbody");
+        if (fresh) $("#runs tbody").replaceWith(fresh);
+      } catch (e) { /* the server restarted: next time */ }
+    }, 3000);
+  }
+
   // -- run page ------------------------------------------------------------------------------------
   const runBox = $("#run");
   if (!runBox) return;
@@ -167,7 +184,9 @@
     const count = attemptsOf(task);
     attempt = attempt || count;
     logState.task = task; logState.attempt = attempt; logState.offset = 0; logState.generation += 1;
+    const wasHidden = $("#logs").hidden;
     $("#logs").hidden = false;
+    if (wasHidden) $("#logs").scrollIntoView({ block: "nearest" });
     $("#log-task").textContent = task;
     const tabs = $("#log-tabs");
     tabs.textContent = "";
