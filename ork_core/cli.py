@@ -676,6 +676,9 @@ def serve(env: Env, host: str, port: int) -> None:
         )
     if generated:  # printed as is: it is this server's own, not a secret from the configuration
         click.echo(f"API token for actions (set ORK_API_TOKEN to choose one): {token}")
+    from ork_core.secrets import register
+
+    register(token)  # from now on masked wherever this process shows or stores text
     web.serve(config, host, port, _echo)
 
 

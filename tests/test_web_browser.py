@@ -237,3 +237,21 @@ def test_a_2000_task_run_page_renders(page: Any, proj: WebProject, capsys: pytes
     assert page.locator("#tasks tbody tr").count() == BIG
     with capsys.disabled():
         print(f"\n2,000-task run page rendered in {elapsed:.2f}s")
+
+
+def test_reads_behind_the_token_on_a_non_loopback_server(browser: Any, proj: WebProject) -> None:
+    """As `ork serve --host 0.0.0.0` serves: pages ask for the token, then read with it."""
+    with Server(proj.dir, public_reads=False) as private:
+        context = browser.new_context(base_url=private.url)
+        try:
+            page = context.new_page()
+            page.goto("/")
+            playwright_api.expect(page.locator("h1")).to_contain_text("needs its API token")
+            save_token(page)
+            page.goto("/")
+            playwright_api.expect(page.locator(f'#runs tr[data-run="{proj.failed}"]')).to_have_count(1)
+            page.goto(f"/runs/{proj.finished}")
+            page.locator('#tasks a.show-log[data-task="extract"]').click()  # the log API call sends the header
+            playwright_api.expect(page.locator("#log-lines")).to_contain_text("hello world")
+        finally:
+            context.close()

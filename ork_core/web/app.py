@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -142,6 +143,10 @@ def create_app(config: WebConfig) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
+        if exc.status == 401 and request.method == "GET" and not request.url.path.startswith("/api/"):
+            # a page on a non-loopback address: ask for the token (kept in a cookie, for reads only)
+            html = templates.get_template("login.html").render(message=exc.message, public_reads=False)
+            return HTMLResponse(html, status_code=401)
         return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
@@ -187,7 +192,8 @@ def create_app(config: WebConfig) -> FastAPI:
     def can_read(request: Request) -> None:
         if config.public_reads:
             return
-        if not (_token_ok(_bearer(request)) or _token_ok(request.cookies.get("ork_token"))):
+        cookie = request.cookies.get("ork_token")
+        if not (_token_ok(_bearer(request)) or _token_ok(unquote(cookie) if cookie else None)):
             raise ApiError(401, "reads need the API token on this address: send Authorization: Bearer <token>", "Authorization")
 
     def can_write(request: Request) -> None:

@@ -42,6 +42,10 @@
       event.preventDefault();
       const value = $("#token").value.trim();
       if (value) localStorage.setItem(TOKEN_KEY, value); else localStorage.removeItem(TOKEN_KEY);
+      // Pages (plain GETs) cannot send a header: on a non-loopback server they read with this
+      // cookie. The server never accepts it for an action, so a cross-site request gains nothing.
+      document.cookie = TOKEN_KEY + "=" + (value ? encodeURIComponent(value) : "") + "; path=/; SameSite=Strict"
+        + (value ? "" : "; max-age=0") + (location.protocol === "https:" ? "; Secure" : "");
       $("#token").value = "";
       showTokenState();
       flash(value ? "token saved in this browser" : "token removed", "info");
