@@ -131,7 +131,7 @@ def workflow_files(project: Project, paths: Sequence[Path] = ()) -> list[Path]:
     else:
         for pattern in project.settings.workflows:
             found += sorted(Path(p) for p in glob.glob(str(project.dir / pattern), recursive=True))
-    return list(dict.fromkeys(p.resolve() for p in found))
+    return list(dict.fromkeys(p.resolve() for p in found if p.name != "ork.yaml" or p in paths))
 
 
 def load_workflow_for_trigger(project: Project, plugins: Plugins, name_or_path: str) -> CompiledWorkflow:
