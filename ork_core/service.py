@@ -24,19 +24,19 @@ import asyncio
 import contextlib
 import functools
 import math
-import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from ork_core.actions import workflow_files
+from ork_core.clock import Clock
 from ork_core.display import first_line, visible
 from ork_core.errors import OrkError, RunClaimedError
 from ork_core.ownership import Owner
@@ -53,34 +53,6 @@ MAX_TICKS_PER_PASS = 500
 """Runs one pass creates at most: a catch-up of a year of hourly ticks must not stall the loop."""
 RESCAN = 10.0
 """Seconds between looks for new files matching ork.yaml's ``workflows:`` globs."""
-
-
-class Clock:
-    """The scheduler's idea of now; ``ORK_CLOCK=START*SPEED`` makes it start at epoch START and run SPEED times fast.
-
-    For trying schedules out (and for tests): ``ORK_CLOCK=1796169600*60`` shows a day of
-    ``@hourly`` ticks in 24 minutes. Only tick decisions use it; run and task timestamps
-    stay real.
-    """
-
-    def __init__(self, spec: str | None = None) -> None:
-        self.origin, self.speed = time.time(), 1.0
-        self.start = self.origin
-        if spec:
-            start, _, speed = spec.partition("*")
-            try:
-                self.start, self.speed = float(start), float(speed or 1)
-            except ValueError:
-                raise OrkError(f"ORK_CLOCK={spec!r}: write START_EPOCH_SECONDS*SPEED, e.g. 1796169600*60") from None
-            if not (math.isfinite(self.start) and math.isfinite(self.speed) and self.speed > 0):
-                raise OrkError(f"ORK_CLOCK={spec!r}: START and SPEED must be finite, SPEED above 0")
-
-    def now(self) -> float:
-        return self.start + (time.time() - self.origin) * self.speed
-
-    def seconds_until(self, ts: float) -> float:
-        """Real seconds until the clock shows `ts`."""
-        return max(0.0, (ts - self.now()) / self.speed)
 
 
 @dataclass
@@ -158,7 +130,7 @@ class Service:
         self.project, self.plugins, self.storage = project, plugins, storage
         self.paths = list(paths)
         self.log = log or _log_line
-        self.clock = clock or Clock(os.environ.get("ORK_CLOCK"))
+        self.clock = clock or Clock.from_env()
         self.poll = poll
         self.kill_grace = kill_grace
         self.slots = SharedSlots(max_concurrency or project.settings.max_concurrency)

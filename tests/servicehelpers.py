@@ -8,11 +8,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 ORK = [sys.executable, "-m", "ork_core"]
 
@@ -76,15 +75,3 @@ class Schedulers:
             if proc.poll() is None:
                 proc.kill()
             proc.communicate()
-
-
-@pytest.fixture
-def schedulers(project: Path) -> Iterator[Schedulers]:
-    s = Schedulers(project)
-    yield s
-    s.close()
-    from ork_core.proctree import RUN_MARKER, marked_processes, signal_group
-
-    for (run_id,) in rows(project / ".ork" / "ork.db", "SELECT id FROM runs"):
-        for _, pgid in (marked_processes({RUN_MARKER: str(run_id)}) or {}).values():
-            signal_group(pgid, signal.SIGKILL)

@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 
 from orkhelpers import write
-from servicehelpers import Schedulers, ork, rows, schedulers, wait_until  # noqa: F401 (fixture)
+from servicehelpers import Schedulers, ork, rows, wait_until
 
 TASKS = """
 import os, time
