@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ork_core.clock import Clock
 from ork_core.errors import OrkError, RunNotFoundError
 from ork_core.ownership import Owner
 from ork_core.plugins import Plugins
@@ -115,7 +116,7 @@ def set_paused(storage: Storage, workflow: str, paused: bool) -> None:
     if workflow not in known:
         listed = ", ".join(sorted(known)) or "none yet: `ork scheduler` records them when it starts"
         raise OrkError(f"no workflow {workflow!r} with a schedule{suggest(workflow, known)}; known: {listed}")
-    storage.set_paused(workflow, paused, time.time())
+    storage.set_paused(workflow, paused, Clock.from_env().now())  # the clock the scheduler decides ticks by
 
 
 def workflow_files(project: Project, paths: Sequence[Path] = ()) -> list[Path]:
@@ -131,7 +132,7 @@ def workflow_files(project: Project, paths: Sequence[Path] = ()) -> list[Path]:
     else:
         for pattern in project.settings.workflows:
             found += sorted(Path(p) for p in glob.glob(str(project.dir / pattern), recursive=True))
-    return list(dict.fromkeys(p.resolve() for p in found))
+    return list(dict.fromkeys(p.resolve() for p in found if p.name != "ork.yaml" or p in paths))
 
 
 def load_workflow_for_trigger(project: Project, plugins: Plugins, name_or_path: str) -> CompiledWorkflow:
