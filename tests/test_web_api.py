@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("fastapi", reason="ork serve needs ork-core[web]")
 import httpx  # noqa: E402
 
-from webhelpers import SECRET, TOKEN, QueuedRunner, Server, WebProject, free_port, make_project  # noqa: E402
+from webhelpers import SECRET, TOKEN, SchedulerProcess, Server, WebProject, free_port, make_project  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -215,7 +215,7 @@ def test_retry_a_failed_task_and_its_downstream(http: httpx.Client, proj: WebPro
         assert response.status_code == 200, response.text
         assert response.json()["reset"] == ["transform", "load"]
         assert http.get(f"/api/v1/runs/{run.id}").json()["status"] == "queued"
-        with QueuedRunner(proj.dir, proj.db):
+        with SchedulerProcess(proj.dir, proj.db):
             deadline = time.monotonic() + 60
             while http.get(f"/api/v1/runs/{run.id}").json()["status"] not in ("success", "failed") and time.monotonic() < deadline:
                 time.sleep(0.2)

@@ -18,7 +18,7 @@ pytest.importorskip("fastapi", reason="ork serve needs ork-core[web]")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (the test extra)")
 import httpx  # noqa: E402
 
-from webhelpers import TOKEN, QueuedRunner, Server, WebProject, make_project, storage_of  # noqa: E402
+from webhelpers import TOKEN, SchedulerProcess, Server, WebProject, make_project, storage_of  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = [
@@ -124,7 +124,7 @@ def test_failed_run_dag_log_and_retry_until_success_without_reloading(page: Any,
     save_token(page)
     (proj.dir / "flows" / "fixed").write_text("")
     try:
-        with QueuedRunner(proj.dir, proj.db):
+        with SchedulerProcess(proj.dir, proj.db):
             page.click("#retry")
             playwright_api.expect(page.locator("#run-status")).to_have_text("success", timeout=60000)
     finally:
@@ -157,7 +157,7 @@ def test_trigger_a_run_with_a_param_from_the_ui(page: Any, proj: WebProject) -> 
     page.fill("#trigger-workflow", "hello")
     page.fill("#trigger-params", "who=browser\ntimes=3")
     shot(page, "trigger")
-    with QueuedRunner(proj.dir, proj.db):
+    with SchedulerProcess(proj.dir, proj.db):
         page.click("#trigger-submit")
         page.wait_for_url("**/runs/*")
         playwright_api.expect(page.locator("#run-status")).to_have_text("success", timeout=60000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import threading
@@ -171,38 +172,29 @@ class Server:
         self.storage.close()
 
 
-class QueuedRunner:
-    """Stands in for `ork scheduler`: every queued run of the project is started by `ork resume RUN_ID`.
+class SchedulerProcess:
+    """A real `ork scheduler` for the project while in the block: it starts the queued runs.
 
-    The one place to swap for a real ``ork scheduler`` process once main has it: the tests
-    only need "a queued run gets executed by a process that is not the web server".
+    It serves the workflows without a schedule only (given as paths), so the schedule these
+    tests stored for ``nightly`` stays as they made it and no tick run appears among theirs.
     """
 
     def __init__(self, folder: Path, db: Path) -> None:
         self.folder = folder
         self.db = db
-        self.started: dict[str, subprocess.Popen[str]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="queued-runner", daemon=True)
+        self.proc: subprocess.Popen[str] | None = None
 
-    def _loop(self) -> None:
-        with storage_of(self.db) as storage:
-            while not self._stop.wait(0.2):
-                for run in storage.list_runs(20, statuses=["queued"]):
-                    previous = self.started.get(run.id)
-                    if previous is None or previous.poll() is not None:
-                        self.started[run.id] = ork_subprocess(["resume", run.id, "--quiet"], cwd=self.folder)
-
-    def __enter__(self) -> QueuedRunner:
-        self._thread.start()
+    def __enter__(self) -> SchedulerProcess:
+        flows = [f"flows/{name}.yaml" for name in ("ok", "flaky", "hello")]
+        self.proc = ork_subprocess(["scheduler", "--poll", "0.1", *flows], cwd=self.folder)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for proc in self.started.values():
-            try:
-                proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)  # stops resumably; the runs the tests wait for are done by then
+        try:
+            _, err = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        self.log = err
