@@ -168,6 +168,7 @@ def test_actions_refuse_a_missing_or_wrong_token(http: httpx.Client, proj: WebPr
      ({"workflow": "hello", "params": ["who=x"]}, "params"),
      ({"workflow": "hello", "params": {"who": {"nested": 1}}}, "params.who"),
      ({"workflow": "helo"}, "workflow"),
+     ({"workflow": "/etc/hosts.yaml"}, "workflow"),
      ({"params": {}}, "workflow"),
      ({"workflow": 3}, "workflow")],
 )
@@ -180,6 +181,10 @@ def test_trigger_queues_a_run_and_cancel_of_a_queued_run(http: httpx.Client, pro
     assert created.status_code == 201, created.text
     run = http.get(f"/api/v1/runs/{created.json()['id']}").json()
     assert run["status"] == "queued" and run["params"] == {"who": "api", "times": 2} and run["trigger"] == "manual"
+    outside = proj.dir.parent / "outside.yaml"  # a valid workflow, but not the project's
+    outside.write_text((proj.dir / "flows" / "hello.yaml").read_text().replace("tasks.py", "proj/flows/tasks.py"))
+    refused = error_of(http.post("/api/v1/runs", json={"workflow": "../outside.yaml"}, headers=AUTH), 422)
+    assert refused["field"] == "workflow" and "not a workflow of this project" in refused["error"]
     by_path = http.post("/api/v1/runs", json={"workflow": "flows/hello.yaml"}, headers=AUTH)
     assert by_path.status_code == 201, by_path.text
     for run_id in (created.json()["id"], by_path.json()["id"]):  # nobody holds a queued run: cancelled at once

@@ -64,7 +64,14 @@ def build_config(
 
         path = Path(name_or_path)
         if not path.is_absolute() and (project.dir / path).is_file():  # a path is the project's, not the server's cwd
-            name_or_path = str(project.dir / path)
+            path = project.dir / path
+        if path.is_file() or path.suffix in (".yaml", ".yml"):
+            # over HTTP, only the project's files (and allowed_path_roots): not any YAML the server can read
+            resolved = path.resolve()
+            roots = (project.dir.resolve(), *project.path_roots)
+            if not any(resolved.is_relative_to(root) for root in roots):
+                raise OrkError(f"{name_or_path}: not a workflow of this project (outside {project.dir})")
+            name_or_path = str(resolved)
         return load_workflow_for_trigger(project, plugins, name_or_path)
 
     return WebConfig(

@@ -13,6 +13,7 @@ so a page on another site cannot make the browser send it (CSRF-safe by construc
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import time
@@ -26,6 +27,7 @@ from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -38,6 +40,8 @@ from ork_core.web.layout import NODE_H, NODE_W
 
 HERE = Path(__file__).parent
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+LOG_POLL = 0.5
+"""Seconds between two reads of a log that a client long-polls (``wait``)."""
 PAGE_EXCERPT = 2000
 """Characters of each output and error a run page reads (the API's run endpoint gives them whole)."""
 
@@ -243,7 +247,7 @@ def create_app(config: WebConfig) -> FastAPI:
         return result
 
     @app.get("/api/v1/runs/{run_id}/logs", dependencies=[Read], tags=["runs"], summary="Log lines, paged; `wait` long-polls for new ones")
-    def api_logs(
+    async def api_logs(
         run_id: str,
         task: Annotated[str | None, Query(description="Only this task's lines.")] = None,
         attempt: Annotated[int | None, Query(ge=1, description="Only this attempt's lines.")] = None,
@@ -251,13 +255,21 @@ def create_app(config: WebConfig) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
         wait: Annotated[float, Query(ge=0, le=30, description="Seconds to wait for a line past `offset` while the run goes on.")] = 0,
     ) -> dict[str, Any]:
-        record = _run_or_404(lambda: store.call(lambda s: s.get_run(run_id, excerpt=0)), run_id)
+        # async, and sleeping on the event loop between reads: a page tailing a log holds no
+        # worker thread while it waits, however many pages are open
+        record = await run_in_threadpool(_run_or_404, lambda: store.call(lambda s: s.get_run(run_id, excerpt=0)), run_id)
         if task is not None and task not in record.tasks:
             from ork_core.yamlfile import suggest
 
             raise ApiError(404, f"run {run_id} has no task {task!r}{suggest(task, record.tasks)}", "task")
-        page = data.log_page(store, run_id, task, attempt, offset, limit, wait)
-        return {"lines": page.lines, "next_offset": page.next_offset, "run_status": page.run_status}
+        deadline = time.monotonic() + wait
+        while True:
+            page = await run_in_threadpool(data.log_page, store, run_id, task, attempt, offset, limit)
+            if page is not None:
+                return {"lines": page.lines, "next_offset": page.next_offset, "run_status": page.run_status}
+            if time.monotonic() >= deadline:
+                return {"lines": [], "next_offset": offset, "run_status": record.status}
+            await asyncio.sleep(LOG_POLL)
 
     @app.get("/api/v1/runs/{run_id}/metrics", dependencies=[Read], tags=["runs"], summary="Metrics the run's tasks recorded")
     def api_metrics(run_id: str) -> dict[str, Any]:

@@ -194,26 +194,20 @@ class LogPage:
     run_status: str
 
 
-def log_page(
-    store: Store, run_id: str, task: str | None, attempt: int | None, offset: int, limit: int, wait: float,
-    sleep: Callable[[float], None] = time.sleep,
-) -> LogPage:
-    """Lines `offset`… of a run's (or a task's, an attempt's) log; with `wait`, long-poll for new ones.
+def log_page(store: Store, run_id: str, task: str | None, attempt: int | None, offset: int, limit: int) -> LogPage | None:
+    """Lines `offset`… of a run's (or a task's, an attempt's) log; None while there are none yet and the run goes on.
 
-    Waits up to `wait` seconds for a line past `offset` while the run is not final, checking
-    every half second, so a page can tail a running task without server-sent events (which
-    would hold a storage reader per open page).
+    The caller long-polls on None (`ork_core.web.app`), so a page can tail a running task
+    without server-sent events holding a storage reader per open page.
     """
-    deadline = time.monotonic() + wait
-    while True:
-        lines = store.call(lambda s: s.logs(run_id, task))
-        if attempt is not None:
-            lines = [entry for entry in lines if entry.attempt == attempt]
-        status = store.call(lambda s: s.get_run(run_id, excerpt=0)).status
-        if len(lines) > offset or status in FINAL_RUN_STATUSES or time.monotonic() >= deadline:
-            chosen = lines[offset : offset + limit]
-            return LogPage([log_json(entry) for entry in chosen], offset + len(chosen), status)
-        sleep(0.5)
+    lines = store.call(lambda s: s.logs(run_id, task))
+    if attempt is not None:
+        lines = [entry for entry in lines if entry.attempt == attempt]
+    status = store.call(lambda s: s.get_run(run_id, excerpt=0)).status
+    if len(lines) <= offset and status not in FINAL_RUN_STATUSES:
+        return None
+    chosen = lines[offset : offset + limit]
+    return LogPage([log_json(entry) for entry in chosen], offset + len(chosen), status)
 
 
 def job_json(t: TaskRecord) -> dict[str, Any]:
