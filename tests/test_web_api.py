@@ -23,7 +23,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture(scope="module")
 def proj(tmp_path_factory: pytest.TempPathFactory) -> WebProject:
-    os.environ.setdefault("ORK_DISABLE_PLUGINS", "1")
     return make_project(tmp_path_factory.mktemp("webapi") / "proj")
 
 

@@ -45,7 +45,6 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def proj(tmp_path_factory: pytest.TempPathFactory) -> WebProject:
-    os.environ.setdefault("ORK_DISABLE_PLUGINS", "1")
     return in_thread(make_project, tmp_path_factory.mktemp("webui") / "proj")
 
 
@@ -147,6 +146,7 @@ def test_task_output_and_log_are_text_not_markup(page: Any, proj: WebProject) ->
     page.locator('#tasks a.show-log[data-task="shout"]').click()
     playwright_api.expect(page.locator("#log-lines")).to_contain_text("<script>window.__xss = 1</script>")
     assert page.evaluate("window.__xss") is None
+    playwright_api.expect(page.locator("#metrics")).to_contain_text("rows")
     assert page.locator("#log-lines script, #tasks img").count() == 0
 
 

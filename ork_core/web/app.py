@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ork_core.errors import OrkError, RunNotFoundError
-from ork_core.secrets import mask
+from ork_core.secrets import mask, mask_value
 from ork_core.storage.base import FINAL_RUN_STATUSES, Storage
 from ork_core.web import data
 from ork_core.web.layout import NODE_H, NODE_W
@@ -277,7 +277,7 @@ def create_app(config: WebConfig) -> FastAPI:
         rows = store.call(lambda s: s.metrics(run_id))
         return {
             "metrics": [
-                {"task": m.task, "attempt": m.attempt, "ts": m.ts, "name": m.name, "value": m.value, "labels": m.labels}
+                {"task": m.task, "attempt": m.attempt, "ts": m.ts, "name": m.name, "value": m.value, "labels": mask_value(m.labels)}
                 for m in rows
             ]
         }
@@ -393,7 +393,8 @@ def create_app(config: WebConfig) -> FastAPI:
     @app.get("/runs/{run_id}", include_in_schema=False, dependencies=[Read])
     def run_page(request: Request, run_id: str) -> HTMLResponse:
         run = _page_run(run_id)
-        return page("run.html", request, run=run, graph=store.layout(run["_hash"]), **_panel_values(run))
+        metrics = store.call(lambda s: s.metrics(run_id))
+        return page("run.html", request, run=run, graph=store.layout(run["_hash"]), metrics=metrics, **_panel_values(run))
 
     @app.get("/runs/{run_id}/panel", include_in_schema=False, dependencies=[Read])
     def run_panel(request: Request, run_id: str) -> HTMLResponse:
