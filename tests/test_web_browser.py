@@ -179,6 +179,19 @@ def test_trigger_with_a_bad_param_shows_the_error(page: Any) -> None:
     assert page.url.endswith("/")
 
 
+def test_cancel_a_queued_run_from_its_page(page: Any, server: Server) -> None:
+    """No scheduler runs here: the queued run is nobody's, so the cancel takes effect at once."""
+    created = httpx.post(f"{server.url}/api/v1/runs", json={"workflow": "hello"}, headers={"Authorization": f"Bearer {TOKEN}"})
+    run_id = created.json()["id"]
+    page.goto(f"/runs/{run_id}")
+    playwright_api.expect(page.locator("#run-status")).to_have_text("queued")
+    save_token(page)
+    page.click("#cancel")
+    playwright_api.expect(page.locator("#run-status")).to_have_text("cancelled")
+    playwright_api.expect(page.locator('#dag g.node[data-task="greet"]')).to_have_attribute("class", "node st-cancelled")
+    assert page.locator("#cancel").count() == 0
+
+
 def test_pause_a_schedule(page: Any, server: Server) -> None:
     page.goto("/schedules")
     save_token(page)
