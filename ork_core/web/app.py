@@ -126,7 +126,10 @@ def _fmt_dur(value: float | None) -> str:
 
 def create_app(config: WebConfig) -> FastAPI:
     store = data.Store(config.storage)
-    templates = Environment(loader=PackageLoader("ork_core.web", "templates"), autoescape=select_autoescape(default=True))
+    templates = Environment(
+        loader=PackageLoader("ork_core.web", "templates"), autoescape=select_autoescape(default=True), trim_blocks=True,
+        lstrip_blocks=True,
+    )
     templates.globals.update(fmt_ts=_fmt_ts, fmt_dur=_fmt_dur, NODE_W=NODE_W, NODE_H=NODE_H, mask=mask)
 
     app = FastAPI(
