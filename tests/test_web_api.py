@@ -252,7 +252,9 @@ def test_pages_escape_what_tasks_wrote(http: httpx.Client, proj: WebProject) -> 
     assert "not fixed &lt;b&gt;yet&lt;/b&gt;" in failed
     for url in ("/", "/schedules", "/executors", f"/runs/{proj.running}/panel", "/static/app.js", "/static/style.css"):
         assert http.get(url).status_code == 200, url
-    assert error_of(http.get("/runs/nope"), 404)["field"] == "run_id"
+    missing = http.get("/runs/<nope>")
+    assert missing.status_code == 404 and "no run &#39;&lt;nope&gt;&#39;" in missing.text  # a page, escaped
+    assert http.get("/?status=bogus").status_code == 422
 
 
 def test_another_host_header_is_refused_on_loopback(http: httpx.Client) -> None:

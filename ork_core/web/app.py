@@ -150,10 +150,11 @@ def create_app(config: WebConfig) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
-        if exc.status == 401 and request.method == "GET" and not request.url.path.startswith("/api/"):
-            # a page on a non-loopback address: ask for the token (kept in a cookie, for reads only)
-            html = templates.get_template("login.html").render(message=exc.message, public_reads=False)
-            return HTMLResponse(html, status_code=401)
+        if request.method == "GET" and not request.url.path.startswith("/api/"):
+            # a page: 401 on a non-loopback address asks for the token (kept in a cookie, for reads only)
+            name = "login.html" if exc.status == 401 else "error.html"
+            html = templates.get_template(name).render(message=exc.message, status=exc.status, public_reads=config.public_reads)
+            return HTMLResponse(html, status_code=exc.status)
         return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
