@@ -146,7 +146,9 @@ def test_metrics_jobs_executors_schedules(http: httpx.Client, proj: WebProject, 
     (nightly,) = http.get("/api/v1/schedules").json()["schedules"]
     assert nightly["workflow"] == "nightly" and nightly["cron"] == "0 2 * * *" and nightly["paused"] is False
     assert nightly["last_tick"] is None
-    assert nightly["next_tick"] is None or nightly["next_tick"] > time.time()
+    now = dt.datetime.now(dt.timezone.utc)
+    two = now.replace(hour=2, minute=0, second=0, microsecond=0)
+    assert nightly["next_tick"] == (two if two > now else two + dt.timedelta(days=1)).timestamp()
 
 
 def test_actions_refuse_a_missing_or_wrong_token(http: httpx.Client, proj: WebProject) -> None:

@@ -76,8 +76,18 @@ def build_config(
 
     return WebConfig(
         storage=storage, token=token, public_reads=public_reads, project=project, plugins=plugins,
-        executor_rows=executor_rows, next_tick=_next_tick_function(), load_workflow=load,
+        executor_rows=executor_rows, next_tick=_next_tick_function(), load_workflow=load, clock=_clock(),
     )
+
+
+def _clock() -> Callable[[], float]:
+    try:
+        from ork_core.clock import Clock
+    except ImportError:
+        import time
+
+        return time.time
+    return Clock.from_env().now
 
 
 def _next_tick_function() -> Callable[[Any, float], float | None] | None:

@@ -68,6 +68,8 @@ class WebConfig:
     plugins: Any = None
     executor_rows: Callable[[], list[dict[str, Any]]] = field(default=lambda: [])
     next_tick: Callable[[Any, float], float | None] | None = None
+    clock: Callable[[], float] = time.time
+    """The time ticks are decided in (`ork_core.clock`: ``ORK_CLOCK`` as `ork scheduler` reads it)."""
     load_workflow: Callable[[str], Any] | None = None
     """Resolves a workflow name or path for a trigger (`ork_core.actions.load_workflow_for_trigger`)."""
 
@@ -296,7 +298,7 @@ def create_app(config: WebConfig) -> FastAPI:
 
     @app.get("/api/v1/schedules", dependencies=[Read], tags=["schedules"], summary="Stored schedules, paused or not, last and next tick")
     def api_schedules() -> dict[str, Any]:
-        return {"schedules": data.schedules(store, config.next_tick)}
+        return {"schedules": data.schedules(store, config.next_tick, config.clock())}
 
     # -- API: actions ----------------------------------------------------------------------------
 
@@ -421,7 +423,7 @@ def create_app(config: WebConfig) -> FastAPI:
 
     @app.get("/schedules", include_in_schema=False, dependencies=[Read])
     def schedules_page(request: Request) -> HTMLResponse:
-        return page("schedules.html", request, schedules=data.schedules(store, config.next_tick))
+        return page("schedules.html", request, schedules=data.schedules(store, config.next_tick, config.clock()))
 
     @app.get("/executors", include_in_schema=False, dependencies=[Read])
     def executors_page(request: Request) -> HTMLResponse:

@@ -226,12 +226,14 @@ def job_json(t: TaskRecord) -> dict[str, Any]:
     }
 
 
-def schedules(store: Store, next_tick: Callable[[Any, float], float | None] | None) -> list[dict[str, Any]]:
-    """Every stored schedule with its pause state, last tick (from the runs) and next tick."""
+def schedules(
+    store: Store, next_tick: Callable[[Any, float], float | None] | None, now: float | None = None,
+) -> list[dict[str, Any]]:
+    """Every stored schedule with its pause state, last tick (from the runs) and next tick after `now`."""
     records = store.call(lambda s: s.list_schedules())
     pauses = store.call(lambda s: s.pause_states())
     last = store.call(lambda s: s.last_ticks())
-    now = time.time()
+    now = time.time() if now is None else now
     out = []
     for rec in records:
         pause = pauses.get(rec.workflow)
