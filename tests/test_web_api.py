@@ -63,7 +63,7 @@ def test_runs_list_filters_and_pages(http: httpx.Client, proj: WebProject) -> No
     by_status = http.get("/api/v1/runs", params={"status": "failed"}).json()["runs"]
     assert [r["id"] for r in by_status] == [proj.failed]
     both = http.get("/api/v1/runs", params=[("status", "failed"), ("status", "success")]).json()["runs"]
-    assert {r["id"] for r in both} == {proj.failed, proj.finished}
+    assert {r["id"] for r in both} == {proj.failed, proj.finished, proj.scheduled}
     assert {r["id"] for r in http.get("/api/v1/runs", params={"status": "failed,running"}).json()["runs"]} == {proj.failed, proj.running}
     ok = http.get("/api/v1/runs", params={"workflow": "ok"}).json()["runs"]
     assert {r["id"] for r in ok} == {proj.finished, proj.running}
@@ -78,6 +78,8 @@ def test_runs_list_filters_and_pages(http: httpx.Client, proj: WebProject) -> No
     assert second["runs"][0]["id"] != first["runs"][0]["id"]
     dated = http.get("/api/v1/runs", params={"limit": 1, "offset": 1, "since": yesterday}).json()
     assert dated["runs"][0]["id"] == second["runs"][0]["id"]
+    tick = next(r for r in http.get("/api/v1/runs").json()["runs"] if r["id"] == proj.scheduled)
+    assert tick["trigger"] == "schedule" and tick["schedule"] == "0" and tick["logical_date"].endswith("T02:00:00+00:00")
     run = next(r for r in http.get("/api/v1/runs").json()["runs"] if r["id"] == proj.failed)
     assert run["trigger"] == "manual" and run["final"] is True and run["duration_s"] is not None
 
@@ -145,7 +147,7 @@ def test_metrics_jobs_executors_schedules(http: httpx.Client, proj: WebProject, 
     assert http.get("/api/v1/executors").json()["executors"] == json.loads(result.out)
     (nightly,) = http.get("/api/v1/schedules").json()["schedules"]
     assert nightly["workflow"] == "nightly" and nightly["cron"] == "0 2 * * *" and nightly["paused"] is False
-    assert nightly["last_tick"] is None
+    assert nightly["last_tick"] == proj.tick
     now = dt.datetime.now(dt.timezone.utc)
     two = now.replace(hour=2, minute=0, second=0, microsecond=0)
     assert nightly["next_tick"] == (two if two > now else two + dt.timedelta(days=1)).timestamp()

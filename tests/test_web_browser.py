@@ -98,6 +98,9 @@ def test_runs_page_shows_a_finished_a_failed_and_a_running_run(page: Any, proj: 
     colours = {page.locator(f'#runs tr[data-run="{r}"] .badge').evaluate("e => getComputedStyle(e).backgroundColor")
                for r in (proj.finished, proj.failed, proj.running)}
     assert len(colours) == 3  # each status its own colour
+    scheduled = page.locator(f'#runs tr[data-run="{proj.scheduled}"]')
+    playwright_api.expect(scheduled).to_contain_text("schedule")
+    playwright_api.expect(scheduled).to_contain_text("T02:00:00+00:00")
     shot(page, "runs")
     page.select_option("select[name=status]", "failed")
     page.click("form.filters button")
@@ -192,11 +195,12 @@ def test_cancel_a_queued_run_from_its_page(page: Any, server: Server) -> None:
     assert page.locator("#cancel").count() == 0
 
 
-def test_pause_a_schedule(page: Any, server: Server) -> None:
+def test_pause_a_schedule(page: Any, server: Server, proj: WebProject) -> None:
     page.goto("/schedules")
     save_token(page)
     row = page.locator('#schedules tr[data-workflow="nightly"]')
     playwright_api.expect(row.locator(".pause-label")).to_have_text("active")
+    playwright_api.expect(row).to_contain_text(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(proj.tick)))  # last tick
     row.locator("input.pause").check()
     playwright_api.expect(row.locator(".pause-label")).to_have_text("paused")
     assert httpx.get(f"{server.url}/api/v1/schedules").json()["schedules"][0]["paused"] is True

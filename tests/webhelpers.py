@@ -27,6 +27,9 @@ class WebProject:
     finished: str
     failed: str
     running: str
+    scheduled: str
+    """A finished run of nightly's schedule, for its last tick at 02:00 UTC two days ago."""
+    tick: int
 
 
 def make_project(folder: Path) -> WebProject:
@@ -86,6 +89,7 @@ def make_project(folder: Path) -> WebProject:
     db = folder / ".ork" / "ork.db"
     with storage_of(db) as storage:
         running = _fake_running(folder, storage)
+        scheduled, tick = _fake_tick_run(folder, storage)
         from ork_core.storage.base import ScheduleRecord
 
         storage.save_schedules("nightly", [ScheduleRecord(
@@ -93,7 +97,7 @@ def make_project(folder: Path) -> WebProject:
             catchup=False, max_active_runs=1, spec={"key": "0", "cron": "0 2 * * *", "timezone": "UTC"}, updated_at=time.time(),
         )])
     assert finished.status == "success" and failed.status == "failed"
-    return WebProject(folder, db, finished.id, failed.id, running)
+    return WebProject(folder, db, finished.id, failed.id, running, scheduled, tick)
 
 
 def _fake_running(folder: Path, storage: Any) -> str:
@@ -113,6 +117,29 @@ def _fake_running(folder: Path, storage: Any) -> str:
         TaskUpdate(run_id, "extract", {"status": "running", "attempt": 1, "try_number": 1, "started_at": now}),
     ])
     return run_id
+
+
+def _fake_tick_run(folder: Path, storage: Any) -> tuple[str, int]:
+    """The run `ork scheduler` would have made for a tick of nightly, finished."""
+    import datetime as dt
+
+    from ork_core.plugins import build_plugin_manager
+    from ork_core.project import Project
+    from ork_core.scheduler import create_run
+    from ork_core.storage.base import RunOrigin, RunUpdate, TaskUpdate
+    from ork_core.workflow import load_workflow
+
+    day = dt.datetime.now(dt.timezone.utc).replace(hour=2, minute=0, second=0, microsecond=0) - dt.timedelta(days=2)
+    origin = RunOrigin("schedule", "0", int(day.timestamp()), day.isoformat(), (day - dt.timedelta(days=1)).isoformat(), day.isoformat())
+    pm = build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"})
+    workflow = load_workflow(folder / "flows" / "nightly.yaml", Project.load(folder, pm))
+    run_id = create_run(storage, workflow, {}, origin=origin, queued=True)
+    now = time.time()
+    storage.write([
+        TaskUpdate(run_id, "only", {"status": "success", "attempt": 1, "try_number": 1, "started_at": now, "finished_at": now + 0.5}),
+        RunUpdate(run_id, {"status": "success", "started_at": now, "finished_at": now + 0.5}),
+    ])
+    return run_id, int(day.timestamp())
 
 
 @contextmanager
