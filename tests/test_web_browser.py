@@ -226,6 +226,9 @@ def test_a_tokenless_post_is_refused_with_401(page: Any, proj: WebProject) -> No
 def test_executors_page(page: Any) -> None:
     page.goto("/executors")
     playwright_api.expect(page.locator("#executors")).to_contain_text("python")
+    broken = page.locator("#executors tr.broken")
+    playwright_api.expect(broken).to_contain_text("warehouse")
+    playwright_api.expect(broken).to_contain_text("unknown executor type 'bigquerry'")
     playwright_api.expect(page.locator("#jobs")).to_contain_text("no deferred jobs")
     shot(page, "executors")
 

@@ -38,6 +38,8 @@ def make_project(folder: Path) -> WebProject:
         executors:
           python:
             type: python
+          warehouse:                   # broken: the executors page shows it with its error
+            type: bigquerry
         workflows: ["flows/*.yaml"]
     """)
     write(folder / "flows" / "tasks.py", f'''
