@@ -261,6 +261,15 @@ def test_pages_escape_what_tasks_wrote(http: httpx.Client, proj: WebProject) -> 
     assert http.get("/?status=bogus").status_code == 422
 
 
+def test_run_panel_answers_304_while_nothing_changed(http: httpx.Client, proj: WebProject) -> None:
+    first = http.get(f"/runs/{proj.finished}/panel")
+    assert first.status_code == 200 and first.headers["etag"]
+    same = http.get(f"/runs/{proj.finished}/panel", headers={"If-None-Match": first.headers["etag"]})
+    assert same.status_code == 304 and same.content == b""
+    other = http.get(f"/runs/{proj.failed}/panel", headers={"If-None-Match": first.headers["etag"]})
+    assert other.status_code == 200
+
+
 def test_another_host_header_is_refused_on_loopback(http: httpx.Client) -> None:
     """A DNS name re-bound to 127.0.0.1 cannot read the API from a browser."""
     assert error_of(http.get("/api/v1/runs", headers={"Host": "evil.example:8642"}), 421)["field"] == "Host"

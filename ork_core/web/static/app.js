@@ -112,6 +112,7 @@
   const nodes = new Map($$("#dag g.node").map((g) => [g.dataset.task, g]));
   let final = runBox.dataset.final === "true";
   let polling = false;
+  let panelTag = null;
 
   function applyStates() {
     const names = JSON.parse($("#names").textContent);
@@ -127,8 +128,11 @@
   }
 
   async function refresh() {
-    const response = await fetch("/runs/" + encodeURIComponent(runId) + "/panel", { headers: token() ? { "Authorization": "Bearer " + token() } : {} });
-    if (!response.ok) return;
+    const headers = token() ? { "Authorization": "Bearer " + token() } : {};
+    if (panelTag) headers["If-None-Match"] = panelTag;
+    const response = await fetch("/runs/" + encodeURIComponent(runId) + "/panel", { headers, cache: "no-store" });
+    if (response.status === 304 || !response.ok) return;  // nothing changed
+    panelTag = response.headers.get("ETag");
     const parts = document.createElement("template");
     parts.innerHTML = await response.text();  // our server's HTML, task text escaped there
     $("#head").replaceChildren(...parts.content.querySelector('[data-part="head"]').childNodes);
@@ -159,6 +163,7 @@
         const result = await api("POST", "/api/v1/runs/" + encodeURIComponent(runId) + "/" + action, body);
         flash(action === "retry" ? "retry queued: " + result.reset.join(", ") : "cancel requested", "info");
         final = false;
+        panelTag = null;
         await refresh();
         final = false;
         poll();
