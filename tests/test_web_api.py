@@ -321,3 +321,25 @@ def test_ork_serve_without_the_web_extra_says_what_to_install(cli: Any, proj: We
     result = cli("serve", cwd=proj.dir)
     assert result.code == 2
     assert "pip install 'ork-core[web]'" in result.err and "uvicorn" in result.err
+
+
+def test_params_holding_a_secret_are_masked(http: httpx.Client) -> None:
+    from ork_core import secrets
+
+    secrets.register(SECRET)
+    created = http.post("/api/v1/runs", json={"workflow": "hello", "params": {"who": SECRET}}, headers=AUTH)
+    assert created.status_code == 201 and created.json()["params"]["who"] == "***"
+    run_id = created.json()["id"]
+    assert http.get(f"/api/v1/runs/{run_id}").json()["params"]["who"] == "***"
+    assert SECRET not in http.get("/").text and SECRET not in http.get(f"/runs/{run_id}").text
+    http.post(f"/api/v1/runs/{run_id}/cancel", headers=AUTH)
+
+
+def test_which_addresses_serve_public_reads() -> None:
+    from ork_core.web import api_token, is_loopback
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.2", "example.org", ""))
+    assert api_token({"ORK_API_TOKEN": " chosen "}) == ("chosen", False)
+    generated, fresh = api_token({})
+    assert fresh and len(generated) >= 32 and generated != api_token({})[0]

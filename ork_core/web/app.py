@@ -319,7 +319,7 @@ def create_app(config: WebConfig) -> FastAPI:
         except OrkError as exc:
             raise ApiError(422, str(exc), _param_field(str(exc), given)) from None
         run_id = store.call(lambda s: actions.trigger(s, workflow, params))
-        return {"id": run_id, "status": "queued", "workflow": workflow.name, "params": params}
+        return {"id": run_id, "status": "queued", "workflow": workflow.name, "params": mask_value(params)}
 
     @app.post("/api/v1/runs/{run_id}/cancel", dependencies=[Write], status_code=202, tags=["actions"], summary="Ask the run's scheduler to cancel it")
     def api_cancel(run_id: str) -> dict[str, Any]:
