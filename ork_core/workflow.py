@@ -21,6 +21,7 @@ from ork_core.checks import TaskWhere
 from ork_core.errors import OrkError, PathError, Problem, ProjectError, WorkflowError
 from ork_core.paths import resolve_path
 from ork_core.project import Project, ResolvedExecutor
+from ork_core.schedules import Schedule, compile_schedules
 from ork_core.yamlfile import YamlDoc, dotted, load_yaml, suggest, validation_problems
 
 # Names are matched whole (fullmatch): with match() and "$", "abc\n" would pass.
@@ -68,6 +69,8 @@ class WorkflowModel(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
     tasks: dict[str, Any] = Field(min_length=1)
+    schedule: Any = None
+    """One mapping or a list of them; checked by `compile_schedules`, which reports each problem by line."""
 
 
 CORE_TASK_KEYS = frozenset(TaskModel.model_fields)
@@ -149,6 +152,7 @@ class CompiledWorkflow:
     max_concurrency: int | None
     hash: str
     source: str = ""
+    schedules: list[Schedule] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -160,6 +164,7 @@ class CompiledWorkflow:
             "params": self.params,
             "max_concurrency": self.max_concurrency,
             "tasks": {n: self.tasks[n].to_json() for n in self.order},
+            "schedules": [s.to_json() for s in self.schedules],
         }
 
     @classmethod
@@ -177,6 +182,7 @@ class CompiledWorkflow:
             max_concurrency=data["max_concurrency"],
             hash=hash_,
             source=source,
+            schedules=[Schedule.from_json(s) for s in data.get("schedules", ())],  # none in snapshots before schedules
         )
 
 
@@ -282,6 +288,11 @@ def load_workflow(path: Path, project: Project) -> CompiledWorkflow:
         problems.append(
             doc.problem(("tasks", cycle[0], "depends_on"), f"dependency cycle: {' -> '.join(cycle)}")
         )
+    bound = {target for raw in model.tasks.values() for _, kind, target in iter_bindings(raw) if kind == "param"}
+    schedules = compile_schedules(
+        doc, model.schedule, declared=model.params, problems=problems,
+        required={p for p in bound if model.params.get(p) is None},
+    )
     if problems:
         raise WorkflowError(problems)
     _link_dependents(tasks)
@@ -298,6 +309,7 @@ def load_workflow(path: Path, project: Project) -> CompiledWorkflow:
         max_concurrency=model.max_concurrency,
         hash=digest,
         source=doc.text,
+        schedules=schedules,
     )
 
 
