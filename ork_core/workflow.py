@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ork_core.checks import TaskWhere
+from ork_core.context import RUN_VALUES
 from ork_core.errors import OrkError, PathError, Problem, ProjectError, WorkflowError
 from ork_core.paths import resolve_path
 from ork_core.project import Project, ResolvedExecutor
@@ -195,11 +196,11 @@ def _link_dependents(tasks: dict[str, CompiledTask]) -> None:
 
 
 def iter_bindings(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
-    """Yield ``(path, kind, target)`` for every ``{ref: …}`` / ``{param: …}`` in a task's keys."""
+    """Yield ``(path, kind, target)`` for every ``{ref: …}`` / ``{param: …}`` / ``{run: …}`` in a task's keys."""
     if isinstance(value, dict):
         if len(value) == 1:
             ((k, v),) = value.items()
-            if k in ("ref", "param") and isinstance(v, str):
+            if k in ("ref", "param", "run") and isinstance(v, str):
                 yield path, k, v
                 return
         for k, v in value.items():
@@ -406,6 +407,11 @@ def _compile_task(
             elif parsed[0] not in tm.depends_on:
                 problems.append(
                     doc.problem(where, f"ref to task {parsed[0]!r}, which {name!r} does not depend on; add it to depends_on")
+                )
+        elif kind == "run":
+            if target not in RUN_VALUES:
+                problems.append(
+                    doc.problem(where, f"unknown run value {target!r}{suggest(target, RUN_VALUES)}; valid: {', '.join(RUN_VALUES)}")
                 )
         elif model.params and target not in model.params:
             problems.append(
