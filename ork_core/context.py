@@ -271,3 +271,23 @@ class Context:
             allowed_roots=self.allowed_path_roots,
             must_exist=must_exist,
         )
+
+
+def ork_variables(ctx: Context) -> dict[str, Any]:
+    """The ``ork.`` variables of every executor's templates: what the run and the attempt are.
+
+    One function, so ``{{ ork.logical_date }}`` means the same in an HTTP body, a SQL file
+    and a process's arguments; here, not in `ork_core.templating`, so building them imports
+    no Jinja for a task without templates.
+    """
+    return {
+        "run_id": ctx.run_id,
+        "task": ctx.task_name,
+        "workflow": ctx.workflow_name,
+        "try_number": ctx.try_number,
+        "idempotency_key": ctx.idempotency_key,
+        "trigger": ctx.trigger,
+        "logical_date": ctx.logical_date,
+        "interval_start": ctx.interval_start,
+        "interval_end": ctx.interval_end,
+    }

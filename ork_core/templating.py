@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from ork_core.context import ork_variables  # re-exported: the ``ork.`` variables of templates
 from ork_core.errors import TaskError
-
-if TYPE_CHECKING:
-    from ork_core.context import Context
 
 _ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
@@ -75,20 +73,4 @@ def render_value(value: Any, variables: Mapping[str, Any], *, source: str) -> An
     return value
 
 
-def ork_variables(ctx: Context) -> dict[str, Any]:
-    """The ``ork.`` variables of every executor's templates: what the run and the attempt are.
-
-    One function, so ``{{ ork.logical_date }}`` means the same in an HTTP body, a SQL file
-    and a process's arguments.
-    """
-    return {
-        "run_id": ctx.run_id,
-        "task": ctx.task_name,
-        "workflow": ctx.workflow_name,
-        "try_number": ctx.try_number,
-        "idempotency_key": ctx.idempotency_key,
-        "trigger": ctx.trigger,
-        "logical_date": ctx.logical_date,
-        "interval_start": ctx.interval_start,
-        "interval_end": ctx.interval_end,
-    }
+__all__ = ["ork_variables", "render", "render_value", "syntax_error"]
