@@ -85,9 +85,10 @@ def run_in_process(folder: Path, workflow: Path, origin: Any = None) -> tuple[An
     compiled = load_workflow(workflow, project)
     storage = open_storage(f"sqlite:///{folder / '.ork' / 'ork.db'}", pm.registry)
     try:
-        run_id = create_run(storage, compiled, coerce_params(compiled, {}), origin=origin)
+        params = coerce_params(compiled, {})
+        run_id = create_run(storage, compiled, params, origin=origin)
         scheduler = Scheduler(
-            project=project, plugins=pm, storage=storage, workflow=compiled, run_id=run_id, params={}, origin=origin,
+            project=project, plugins=pm, storage=storage, workflow=compiled, run_id=run_id, params=params, origin=origin,
         )
         return execute(scheduler, handle_signals=False), storage.get_run(run_id)
     finally:
