@@ -4,8 +4,9 @@ A tick is a time the cron expression names, in the schedule's time zone. The run
 it has that tick as its *logical date*, and covers the interval from the tick before it up to
 the tick itself: a ``0 6 * * *`` run on 3 December at 06:00 covers 2 December 06:00 to
 3 December 06:00, and starts when that interval has ended. Daylight saving time is what
-croniter makes of it (a time that does not exist that day moves to the next one that does;
-a repeated hour fires once).
+croniter makes of it: a time that does not exist that day moves to the next one that does,
+and a time in a repeated hour fires at both offsets (a daily ``30 2 * * *`` runs twice on
+the day Europe/Berlin falls back; tests/test_schedules.py pins this down).
 
 croniter was chosen over cronsim for its time-zone-aware iteration both ways (the interval
 needs the tick *before*), its ``@daily``-style aliases, and its long record as the cron engine
