@@ -242,6 +242,7 @@ def compile_schedules(
         if not isinstance(item, dict):
             problems.append(doc.problem(where, f"a schedule must be a mapping with 'cron', not {type(item).__name__}"))
             continue
+        bad: set[Any] = set()
         try:
             model = ScheduleModel.model_validate(item)
         except ValidationError as exc:
@@ -284,7 +285,7 @@ def compile_schedules(
                     where + ("params", param),
                     f"unknown run parameter {param!r}{suggest(param, declared)}; the workflow declares: {', '.join(declared)}",
                 ))
-        for param in sorted(required - set(model.params)):
+        for param in sorted(required - set(model.params) if "params" not in bad else ()):
             problems.append(doc.problem(
                 where + ("params",) if "params" in item else where,
                 f"the tasks bind parameter {param!r}, which has no default; give it in this schedule's params",

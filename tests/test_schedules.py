@@ -328,6 +328,11 @@ def test_one_schedule_problem(tmp_path: Path, schedule: str, expected: str) -> N
     assert found.startswith(expected), found
 
 
+def test_malformed_params_are_one_problem_not_two(tmp_path: Path) -> None:
+    found = problems(tmp_path, "name: w\nschedule: {cron: '@daily', params: [x]}\ntasks:\n  a: {file: tasks.py, function: f, inputs: {x: {param: x}}}\n")
+    assert found == ["2: schedule.params: expected a mapping, got a list"], found
+
+
 def test_without_declared_params_a_schedule_may_give_any(tmp_path: Path) -> None:
     """As `ork run --param`: a workflow that declares no params takes any."""
     wf = load(tmp_path, "name: w\nschedule: {cron: '@daily', params: {x: hi}}\ntasks:\n  a: {file: tasks.py, function: f, inputs: {x: {param: x}}}\n")
