@@ -213,6 +213,23 @@ def parse_bound(text: str, zone: ZoneInfo, *, end: bool) -> float:
     return (at if at.tzinfo is not None else at.replace(tzinfo=zone)).timestamp()
 
 
+def _type_problem(value: Any, default: Any) -> str | None:
+    """Why `value` cannot stand in for a parameter whose default is `default` (as ``--param`` converts to it)."""
+    if default is None or value is None:
+        return None
+    kinds: tuple[tuple[type | tuple[type, ...], str], ...] = (
+        (bool, "true or false"), (int, "an integer"), (float, "a number"), (str, "a string"),
+        (list, "a list"), (dict, "a mapping"),
+    )
+    for kind, words in kinds:
+        if isinstance(default, kind):
+            fits = isinstance(value, kind) or (kind is float and isinstance(value, int))
+            if isinstance(value, bool) and kind is not bool:
+                fits = False
+            return None if fits else f"expected {words}, as the parameter's default {default!r} is, got {value!r}"
+    return None
+
+
 def compile_schedules(
     doc: YamlDoc, raw: Any, *, declared: Mapping[str, Any], required: set[str], problems: list[Problem],
 ) -> list[Schedule]:
@@ -279,12 +296,14 @@ def compile_schedules(
         start, end = bounds.get("start"), bounds.get("end")
         if start is not None and end is not None and end < start:
             problems.append(doc.problem(where + ("end",), f"end {model.end} is before start {model.start}"))
-        for param in model.params:
+        for param, value in model.params.items():
             if declared and param not in declared:
                 problems.append(doc.problem(
                     where + ("params", param),
                     f"unknown run parameter {param!r}{suggest(param, declared)}; the workflow declares: {', '.join(declared)}",
                 ))
+            elif (wrong := _type_problem(value, declared.get(param))) is not None:
+                problems.append(doc.problem(where + ("params", param), wrong))
         for param in sorted(required - set(model.params) if "params" not in bad else ()):
             problems.append(doc.problem(
                 where + ("params",) if "params" in item else where,

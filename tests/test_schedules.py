@@ -333,6 +333,23 @@ def test_malformed_params_are_one_problem_not_two(tmp_path: Path) -> None:
     assert found == ["2: schedule.params: expected a mapping, got a list"], found
 
 
+def test_a_schedules_params_take_the_type_of_their_default(tmp_path: Path) -> None:
+    found = problems(tmp_path, """
+        name: w
+        params: {n: 1, ratio: 0.5, flag: false, label: x, anything: null}
+        schedule:
+          cron: "@daily"
+          params: {n: "2", ratio: 1, flag: 1, label: 5, anything: [1]}
+        tasks:
+          a: {file: tasks.py, function: f}
+        """)
+    assert found == [
+        "5: schedule.params.n: expected an integer, as the parameter's default 1 is, got '2'",
+        "5: schedule.params.flag: expected true or false, as the parameter's default False is, got 1",
+        "5: schedule.params.label: expected a string, as the parameter's default 'x' is, got 5",
+    ]
+
+
 def test_without_declared_params_a_schedule_may_give_any(tmp_path: Path) -> None:
     """As `ork run --param`: a workflow that declares no params takes any."""
     wf = load(tmp_path, "name: w\nschedule: {cron: '@daily', params: {x: hi}}\ntasks:\n  a: {file: tasks.py, function: f, inputs: {x: {param: x}}}\n")
