@@ -191,6 +191,7 @@ def corpus() -> list[Case]:
         wf("name: w\nschedule:\n  cron: '@daily'\n  catch_up: true\n" + OK_WF[8:], "schedule: an unknown key", 4),
         wf("name: w\nschedule:\n  cron: '@daily'\n  params: [a]\n" + OK_WF[8:], "schedule: params as a list", 4),
         wf("name: w\nparams: {day: x}\nschedule:\n  cron: '@daily'\n  params: {dya: y}\n" + OK_WF[8:], "schedule: an unknown param", 5),
+        wf("name: w\nparams: {n: 1}\nschedule:\n  cron: '@daily'\n  params: {n: one}\n" + OK_WF[8:], "schedule: a param of the wrong type", 5),
         wf("name: w\nschedule:\n  - {cron: '@daily', name: n}\n  - {cron: '@hourly', name: n}\n" + OK_WF[8:], "schedule: a duplicate name", 4),
         wf("name: w\nschedule:\n  cron: '@daily'\n  name: 'night ly'\n" + OK_WF[8:], "schedule: a name with a space", 4),
     ]
