@@ -343,3 +343,30 @@ def test_which_addresses_serve_public_reads() -> None:
     assert api_token({"ORK_API_TOKEN": " chosen "}) == ("chosen", False)
     generated, fresh = api_token({})
     assert fresh and len(generated) >= 32 and generated != api_token({})[0]
+
+
+def test_next_tick_of_a_schedule_as_ork_scheduler_stores_it(tmp_path: Path) -> None:
+    from ork_core.plugins import build_plugin_manager
+    from ork_core.project import Project
+    from ork_core.storage.base import ScheduleRecord
+    from ork_core.web import _next_tick_function
+    from ork_core.workflow import load_workflow
+    from orkhelpers import write
+
+    write(tmp_path / "tasks.py", "def noop() -> int:\n    return 1\n")
+    write(tmp_path / "wf.yaml", """
+        name: hourly
+        schedule: {cron: "15 * * * *", timezone: Europe/Berlin, params: {}}
+        tasks:
+          t: {file: tasks.py, function: noop}
+    """)
+    pm = build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"})
+    (schedule,) = load_workflow(tmp_path / "wf.yaml", Project.load(tmp_path, pm)).schedules
+    record = ScheduleRecord("hourly", schedule.key, "wf.yaml", schedule.cron, schedule.timezone, schedule.catchup,
+                            schedule.max_active_runs, schedule.to_json(), time.time())
+    next_tick = _next_tick_function()
+    assert next_tick is not None
+    now = time.time()
+    expected = schedule.next_after(now)
+    assert expected is not None and next_tick(record, now) == expected.ts
+    assert dt.datetime.fromtimestamp(expected.ts, dt.timezone.utc).minute == 15
