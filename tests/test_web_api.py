@@ -188,6 +188,9 @@ def test_trigger_queues_a_run_and_cancel_of_a_queued_run(http: httpx.Client, pro
     outside.write_text((proj.dir / "flows" / "hello.yaml").read_text().replace("tasks.py", "proj/flows/tasks.py"))
     refused = error_of(http.post("/api/v1/runs", json={"workflow": "../outside.yaml"}, headers=AUTH), 422)
     assert refused["field"] == "workflow" and "not a workflow of this project" in refused["error"]
+    by_schedule = http.post("/api/v1/runs", json={"workflow": "nightly"}, headers=AUTH)  # a name from a stored schedule
+    assert by_schedule.status_code == 201, by_schedule.text
+    assert http.post(f"/api/v1/runs/{by_schedule.json()['id']}/cancel", headers=AUTH).status_code == 202
     by_path = http.post("/api/v1/runs", json={"workflow": "flows/hello.yaml"}, headers=AUTH)
     assert by_path.status_code == 201, by_path.text
     for run_id in (created.json()["id"], by_path.json()["id"]):  # nobody holds a queued run: cancelled at once
@@ -370,3 +373,24 @@ def test_next_tick_of_a_schedule_as_ork_scheduler_stores_it(tmp_path: Path) -> N
     expected = schedule.next_after(now)
     assert expected is not None and next_tick(record, now) == expected.ts
     assert dt.datetime.fromtimestamp(expected.ts, dt.timezone.utc).minute == 15
+
+
+def test_trigger_by_a_name_stored_in_the_served_database(proj: WebProject, tmp_path: Path) -> None:
+    """`ork serve --db OTHER`: a schedule's workflow stored there, outside ork.yaml's globs, is found."""
+    from ork_core.storage.base import ScheduleRecord
+    from orkhelpers import write
+    from webhelpers import storage_of
+
+    weekly = write(proj.dir / "other" / "weekly.yaml", """
+        name: weekly
+        tasks:
+          only: {file: ../flows/tasks.py, function: hello}
+    """)
+    other = tmp_path / "other.db"
+    with storage_of(other) as storage:
+        storage.save_schedules("weekly", [ScheduleRecord("weekly", "0", str(weekly), "0 3 * * 1", "UTC", False, 1,
+                                                         {"key": "0", "cron": "0 3 * * 1"}, time.time())])
+    with Server(proj.dir, db=f"sqlite:///{other}") as srv, httpx.Client(base_url=srv.url) as client:
+        created = client.post("/api/v1/runs", json={"workflow": "weekly"}, headers=AUTH)
+        assert created.status_code == 201, created.text
+        assert client.get("/api/v1/runs").json()["runs"][0]["workflow"] == "weekly"

@@ -166,14 +166,14 @@ def free_port() -> int:
 class Server:
     """`ork serve`'s app for a project, by uvicorn in a thread on 127.0.0.1 and a free port."""
 
-    def __init__(self, folder: Path, *, public_reads: bool = True) -> None:
+    def __init__(self, folder: Path, *, public_reads: bool = True, db: str | None = None) -> None:
         import uvicorn
 
         from ork_core.cli import Env, executor_rows
         from ork_core.web import build_config
         from ork_core.web.app import create_app
 
-        env = Env(False, None)
+        env = Env(False, db)
         env._plugins = __import__("ork_core.plugins", fromlist=["x"]).build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"})
         project = env.project(folder)
         self.storage = env.storage(project)

@@ -312,7 +312,14 @@ def create_app(config: WebConfig) -> FastAPI:
         try:
             workflow = config.load_workflow(body.workflow)
         except OrkError as exc:
-            raise ApiError(422, str(exc), "workflow") from None
+            # a name ork scheduler stored in *this* database (`ork serve --db …`): load its file
+            files = [rec.file for rec in store.call(lambda s: s.list_schedules()) if rec.workflow == body.workflow]
+            if not files:
+                raise ApiError(422, str(exc), "workflow") from None
+            try:
+                workflow = config.load_workflow(files[0])
+            except OrkError as again:
+                raise ApiError(422, str(again), "workflow") from None
         given = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in body.params.items()}
         try:
             params = coerce_params(workflow, given)
