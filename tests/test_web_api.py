@@ -161,6 +161,7 @@ def test_actions_refuse_a_missing_or_wrong_token(http: httpx.Client, proj: WebPr
         ):
             response = http.post(url, json=body, headers=headers)
             assert error_of(response, 401)["field"] == "Authorization", url
+            assert response.headers["www-authenticate"].startswith("Bearer")
     assert http.get(f"/api/v1/runs/{proj.running}").json()["cancel_requested"] is False
 
 

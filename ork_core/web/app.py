@@ -157,7 +157,8 @@ def create_app(config: WebConfig) -> FastAPI:
             name = "login.html" if exc.status == 401 else "error.html"
             html = templates.get_template(name).render(message=exc.message, status=exc.status, public_reads=config.public_reads)
             return HTMLResponse(html, status_code=exc.status)
-        return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status)
+        headers = {"WWW-Authenticate": 'Bearer realm="ork"'} if exc.status == 401 else None
+        return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
