@@ -36,9 +36,18 @@ def _query(url: str) -> dict[str, list[str]]:
         return {}
 
 
+def _where(url: str) -> tuple[str, int | str]:
+    try:
+        parts = urlsplit(url)
+        return parts.hostname or "localhost", parts.port or 5432
+    except ValueError:
+        return "HOST", "PORT"
+
+
 def connect_message(url: str, exc: BaseException) -> str:
     """`exc` from connecting, as one line: the URL without its password, the cause, what to do."""
-    detail = " ".join(str(exc).split())
+    # libpq's first line is the cause; the lines after it are its own hint, which ours replaces
+    detail = " ".join(str(exc).strip().splitlines()[0].split()) if str(exc).strip() else type(exc).__name__
     detail = detail.removeprefix("connection failed: ")
     lowered = detail.lower()
     if "password authentication failed" in lowered or "no password supplied" in lowered:
@@ -46,7 +55,8 @@ def connect_message(url: str, exc: BaseException) -> str:
     elif "does not exist" in lowered and "database" in lowered:
         hint = "create the database first (createdb, or CREATE DATABASE), then start ork again"
     elif "connection refused" in lowered or "timeout expired" in lowered or "could not translate host name" in lowered:
-        hint = "is PostgreSQL running there, and reachable from this machine? (pg_isready -h HOST -p PORT)"
+        host, port = _where(url)
+        hint = f"is PostgreSQL running on {host}:{port}, and reachable from here? (pg_isready -h {host} -p {port})"
     elif "role" in lowered and "does not exist" in lowered:
         hint = "create the role (createuser), or use another user in the URL"
     else:

@@ -8,13 +8,19 @@ skip, except under ``CI=true``, where a missing server is a failure: CI must run
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 from psycopg import sql
+
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)  # pg_cli, beside this file
 
 
 @pytest.fixture(scope="session")

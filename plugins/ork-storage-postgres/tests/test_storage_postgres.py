@@ -1,0 +1,114 @@
+"""What only PostgreSQL has: its migrations and lock, a dropped connection, a read-only database."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from ork_core.errors import StorageError, StorageWriteError
+from ork_core.storage.base import LogLine, RunUpdate
+from ork_storage_postgres import migrations
+from ork_storage_postgres.migrations import LOCK_KEY, SCHEMA_VERSION, migrate
+from ork_storage_postgres.storage import PostgresStorage
+
+
+def stored(url: str) -> PostgresStorage:
+    storage = PostgresStorage(url)
+    storage.save_workflow("h", "w", "wf.yaml", "", {})
+    storage.create_run("r1", "h", "w", "wf.yaml", {}, [("a", "python")], 1.0)
+    return storage
+
+
+def test_every_migration_is_recorded(pg_url: str) -> None:
+    PostgresStorage(pg_url).close()
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT version FROM ork_schema ORDER BY version").fetchall()
+    assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+def test_a_failing_migration_leaves_the_database_as_it_was(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    PostgresStorage(pg_url).close()
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, "CREATE TABLE half_done (x int); SELECT 1/0;"])
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            migrate(conn, target=SCHEMA_VERSION + 1)
+        assert conn.execute("SELECT to_regclass('half_done')").fetchone() == (None,)
+        assert conn.execute("SELECT max(version) FROM ork_schema").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_migrating_waits_for_the_process_that_holds_the_lock(pg_url: str) -> None:
+    """An empty database and another process migrating it: this one waits, then finds it done."""
+    with psycopg.connect(pg_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        opened: list[PostgresStorage] = []
+        thread = threading.Thread(target=lambda: opened.append(PostgresStorage(pg_url)))
+        thread.start()
+        time.sleep(0.7)
+        assert thread.is_alive() and not opened  # waiting on the lock, not migrating beside it
+        with psycopg.connect(pg_url, autocommit=True) as third:
+            assert third.execute("SELECT to_regclass('runs')").fetchone() == (None,)
+        other.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+        thread.join(30)
+    assert opened and opened[0].list_runs() == []
+    opened[0].close()
+
+
+def test_a_dropped_connection_fails_one_write_then_reconnects(pg_url: str) -> None:
+    storage = stored(pg_url)
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'ork'"
+            )
+        with pytest.raises(StorageWriteError) as caught:
+            storage.write([RunUpdate("r1", {"status": "running"})], [LogLine("r1", "a", 1, 0.0, "INFO", "log", "x")])
+        message = str(caught.value)
+        assert message.startswith(f"cannot write to the state database {storage.safe_url}: ")
+        assert ":***@" in message and (psycopg.conninfo.conninfo_to_dict(pg_url).get("password") or "?") not in message
+        assert storage.get_run("r1").status == "pending"  # nothing of the batch, and reading reconnected
+        storage.write([RunUpdate("r1", {"status": "running"})])
+        assert storage.get_run("r1").status == "running"
+    finally:
+        storage.close()
+
+
+def test_a_read_only_database_refuses_writes_as_storage_write_errors(pg_url: str) -> None:
+    """A standby, or a database set read-only: the scheduler gets StorageWriteError and stops resumably."""
+    stored(pg_url).close()
+    name = psycopg.conninfo.conninfo_to_dict(pg_url)["dbname"]
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(sql.Identifier(str(name))))
+    storage = PostgresStorage(pg_url)  # a current schema: opening it needs no write
+    try:
+        with pytest.raises(StorageWriteError) as caught:
+            storage.write([RunUpdate("r1", {"status": "running"})])
+        assert caught.value.code == "25006" and "read-only transaction" in caught.value.reason
+        with pytest.raises(StorageWriteError):
+            storage.create_run("r2", "h", "w", "wf.yaml", {}, [("a", "python")], 1.0)
+        with pytest.raises(StorageWriteError):
+            storage.claim_run("r1", "me", expected=None)
+        assert storage.get_run("r1").status == "pending"
+    finally:
+        storage.close()
+
+
+def test_an_empty_read_only_database_cannot_be_migrated_and_says_so(pg_url: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(pg_url)["dbname"]
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(sql.Identifier(str(name))))
+    with pytest.raises(StorageError, match="cannot migrate the state database .*:\\*\\*\\*@.*read-only"):
+        PostgresStorage(pg_url)
+
+
+def test_the_password_is_masked_once_the_storage_is_open(pg_url: str) -> None:
+    from ork_core.secrets import mask
+
+    password = psycopg.conninfo.conninfo_to_dict(pg_url).get("password")
+    assert password, "the test server is expected to have a password (scripts/pg-cluster.sh makes one)"
+    PostgresStorage(pg_url).close()
+    assert mask(f"the server said {password}") == "the server said ***"
