@@ -1,0 +1,108 @@
+"""The real `ork` command on PostgreSQL: a run, then a run killed with SIGKILL and resumed."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pg_cli import ork, ork_process, wait_for, write
+from ork_storage_postgres.storage import PostgresStorage
+
+TASKS = '''
+import os, time
+from ork import Context
+
+def step(ctx: Context, name: str, log: str, seconds: float = 0.0, upstream_value: int = 0) -> dict:
+    with open(log, "a") as fh:
+        fh.write(name + "\\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    ctx.log.info("step %s", name)
+    marker = log + "." + name
+    if seconds and not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(seconds)  # the first attempt only: the one that is killed
+    return {"name": name, "size": len(name) * 1000}
+'''
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    write(tmp_path / "tasks.py", TASKS)
+    write(tmp_path / "ork.yaml", "max_concurrency: 2\n")
+    return tmp_path
+
+
+def chain(folder: Path, sleep_in_b: float) -> Path:
+    log = folder / "executions.log"
+    return write(folder / "wf.yaml", f"""
+        name: chain
+        tasks:
+          a: {{file: tasks.py, function: step, inputs: {{name: a, log: "{log}"}}}}
+          b: {{file: tasks.py, function: step, depends_on: [a], inputs: {{name: b, log: "{log}", seconds: {sleep_in_b}}}}}
+          c: {{file: tasks.py, function: step, depends_on: [b], inputs: {{name: c, log: "{log}"}}}}
+        """)
+
+
+def statuses(url: str) -> dict[str, str]:
+    storage = PostgresStorage(url)
+    try:
+        runs = storage.list_runs()
+        return {name: t.status for name, t in storage.get_run(runs[0].id).tasks.items()} if runs else {}
+    finally:
+        storage.close()
+
+
+def test_ork_run_keeps_its_state_in_postgresql(pg_url: str, folder: Path) -> None:
+    chain(folder, 0)
+    code, out, err = ork(["run", "wf.yaml"], folder, pg_url)
+    assert code == 0, (out, err)
+    assert not (folder / ".ork" / "ork.db").exists()  # nothing went to the SQLite default
+    storage = PostgresStorage(pg_url)
+    try:
+        (run,) = storage.list_runs()
+        full = storage.get_run(run.id)
+        assert run.status == "success" and run.owner is None
+        assert {n: (t.status, t.output) for n, t in full.tasks.items()} == {
+            n: ("success", {"name": n, "size": 1000}) for n in "abc"
+        }
+        assert [line.line for line in storage.logs(run.id, "b") if "step" in line.line] == ["step b"]
+    finally:
+        storage.close()
+    code, out, err = ork(["runs"], folder, pg_url)
+    assert code == 0 and run.id in out and "success" in out, (out, err)
+    code, out, err = ork(["logs", run.id], folder, pg_url)
+    assert code == 0 and "step c" in out, (out, err)
+
+
+def test_kill_9_then_resume_runs_nothing_twice(pg_url: str, folder: Path) -> None:
+    chain(folder, 60)
+    log = folder / "executions.log"
+    proc = ork_process(["run", "wf.yaml"], folder, pg_url)
+    try:
+        wait_for(lambda: log.exists() and "b" in log.read_text().split())
+        wait_for(lambda: statuses(pg_url).get("b") == "running")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert statuses(pg_url) == {"a": "success", "b": "running", "c": "pending"}
+
+    code, out, err = ork(["resume"], folder, pg_url)
+    assert code == 0, (out, err)
+    assert "resumed" in out
+    assert Counter(log.read_text().split()) == {"a": 1, "b": 2, "c": 1}
+    storage = PostgresStorage(pg_url)
+    try:
+        (run,) = storage.list_runs()
+        attempts = [(a.task, a.attempt, a.status, a.error) for a in storage.attempts(run.id)]
+        assert run.status == "success" and run.owner is None
+        assert ("b", 1, "failed", "ork stopped while this attempt was running") in attempts
+        assert ("b", 2, "success", None) in attempts
+    finally:
+        storage.close()
