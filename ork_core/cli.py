@@ -505,9 +505,12 @@ def runs(ctx: click.Context, env: Env, as_json: bool, limit: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("run", "workflow", "status", "started", "duration")
+    table = Table("run", "workflow", "status", "trigger", "logical date", "started", "duration")
     for r in records:
-        table.add_row(cell(r.id), cell(r.workflow_name), cell(r.status, _style(r.status)), _ts(r.started_at), _dur(r.duration))
+        table.add_row(
+            cell(r.id), cell(r.workflow_name), cell(r.status, _style(r.status)), cell(r.origin.trigger),
+            cell(r.origin.logical_date or "-"), _ts(r.started_at), _dur(r.duration),
+        )
     Console().print(table)
 
 
@@ -522,6 +525,12 @@ def _run_json(r: Any, tasks: bool = False) -> dict[str, Any]:
         "created_at": r.created_at,
         "started_at": r.started_at,
         "finished_at": r.finished_at,
+        "trigger": r.origin.trigger,
+        "schedule": r.origin.schedule,
+        "logical_date": r.origin.logical_date,
+        "interval_start": r.origin.interval_start,
+        "interval_end": r.origin.interval_end,
+        "cancel_requested": r.cancel_requested,
     }
     if tasks:
         data["tasks"] = [
@@ -563,6 +572,11 @@ def runs_show(env: Env, run_id: str, as_json: bool) -> None:
     console.print(
         line(f"run {record.id}  workflow {record.workflow_name}  ", (record.status, _style(record.status)), f"  params {record.params}")
     )
+    o = record.origin
+    if o.trigger != "manual" or o.logical_date:
+        interval = f"  interval {o.interval_start} → {o.interval_end}" if o.interval_start else ""
+        console.print(line(f"trigger {o.trigger}" + (f" (schedule {o.schedule})" if o.schedule else "")
+                           + f"  logical date {o.logical_date}{interval}"))
     table = Table("task", "status", "attempts", "started", "duration", "output / error", show_lines=False)
     for t in record.tasks.values():
         if t.error:
@@ -709,3 +723,4 @@ def new_executor(
     click.echo("  pip install -e '.[test]'")
     click.echo("  pytest                     # the conformance kit, and `ork executors` finding the plugin")
     click.echo(f"  ork executors show {name}")
+from ork_core import cli_schedules  # noqa: E402,F401  (registers the schedule commands on main)

@@ -67,6 +67,8 @@ class ProjectFile(BaseModel):
     kept in memory for dependents and stored with every run: big results belong in files."""
     allowed_path_roots: list[str] = Field(default_factory=list)
     """Folders outside the project that workflows may name paths in (relative to ork.yaml's folder, or absolute)."""
+    workflows: list[str] = Field(default_factory=list)
+    """Glob patterns (relative to ork.yaml's folder) of the workflow files `ork scheduler` serves."""
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -39,6 +39,7 @@ from ork_core.proctree import KILL_WAIT, RUN_MARKER, end_group, group_members, m
 from ork_core.project import Project
 from ork_core.scratch import sweep as sweep_scratch
 from ork_core.secrets import mask, mask_batch
+from ork_core.slots import SharedSlots
 from ork_core.storage.base import (
     FINAL_TASK_STATUSES, QUEUED, JSONText, LogLine, Metric, RunOrigin, RunUpdate, Storage, TaskUpdate,
 )
@@ -286,6 +287,7 @@ class Scheduler:
         max_concurrency: int | None = None,
         poll_interval: float | None = None,
         kill_grace: float = 5.0,
+        shared: SharedSlots | None = None,
     ) -> None:
         self.project = project
         self.plugins = plugins
@@ -327,6 +329,8 @@ class Scheduler:
         """Set by the first SIGINT/SIGTERM/SIGHUP: end local trees, leave the run resumable."""
         self._stop_now = False
         """Set by a second signal: SIGKILL what is left and leave the loop at once."""
+        self.shared = shared
+        """Slots shared with the other runs of this process (`ork scheduler`), if any."""
 
     # -- state changes (buffered, committed by _commit) ----------------------------------
 
@@ -430,11 +434,15 @@ class Scheduler:
         if self._cancelling or self._stop_signal is not None:
             return
         progressed = True
+        shared = self.shared
         while progressed and self._running < self.limit:
             progressed = False
             for executor, queue in self._ready.items():
                 if not queue or self._running >= self.limit:
                     continue
+                if shared is not None and not shared.free():
+                    shared.wait(id(self), functools.partial(self._post, "wake", None))
+                    return
                 cap = self._limit_for(executor)
                 if cap is not None and self._running_per_executor.get(executor, 0) >= cap:
                     continue
@@ -451,6 +459,8 @@ class Scheduler:
         st.started_at = now
         self._running += 1
         self._running_per_executor[st.spec.executor] = self._running_per_executor.get(st.spec.executor, 0) + 1
+        if self.shared is not None:
+            self.shared.take()
         self._set(
             st,
             "running",
@@ -472,6 +482,8 @@ class Scheduler:
     def _release(self, st: TaskState) -> None:
         self._running -= 1
         self._running_per_executor[st.spec.executor] -= 1
+        if self.shared is not None:
+            self.shared.give()
 
     # -- events ----------------------------------------------------------------------------
 
@@ -502,7 +514,7 @@ class Scheduler:
             self._stop_all(payload)
         elif kind == "groups":
             self._commit_groups()
-        # "flush": nothing to do here; the loop's next commit writes what the sink holds
+        # "flush", "wake": nothing to do here; the loop's next pass commits and dispatches
 
     def _apply_outcome(self, st: TaskState, outcome: Outcome) -> None:
         if outcome.status == "success":
@@ -875,6 +887,11 @@ class Scheduler:
             exc.run_id = self.run_id  # nothing after the failed write was acted on: resumable
             raise
         finally:
+            if self.shared is not None:  # what a stop left running is not this run's any more
+                self.shared.forget(id(self))
+                for _ in range(self._running):
+                    self.shared.give()
+                self._running = 0
             with contextlib.suppress(OrkError):  # never hide how the run ended; a dead owner is claimable
                 self.storage.release_run(self.run_id, self.owner)
 
@@ -1109,6 +1126,7 @@ def execute(scheduler: Scheduler, *, resumed: bool = False, handle_signals: bool
 def resume_scheduler(
     *, project: Project, plugins: Plugins, storage: Storage, run_id: str, reporter: Reporter | None = None,
     max_concurrency: int | None = None, poll_interval: float | None = None, force: bool = False,
+    shared: SharedSlots | None = None,
 ) -> Scheduler:
     """A scheduler that continues `run_id` from its stored state and workflow snapshot."""
     from ork_core.workflow import CompiledWorkflow
@@ -1129,6 +1147,7 @@ def resume_scheduler(
     scheduler = Scheduler(
         project=project, plugins=plugins, storage=storage, workflow=workflow, run_id=run_id,
         params=record.params, reporter=reporter, max_concurrency=max_concurrency, poll_interval=poll_interval,
+        shared=shared,
     )
     scheduler.load_state(record.tasks)
     return scheduler

@@ -21,6 +21,7 @@ from ork_core.checks import TaskWhere
 from ork_core.errors import OrkError, PathError, Problem, ProjectError, WorkflowError
 from ork_core.paths import resolve_path
 from ork_core.project import Project, ResolvedExecutor
+from ork_core.schedules import Schedule
 from ork_core.yamlfile import YamlDoc, dotted, load_yaml, suggest, validation_problems
 
 # Names are matched whole (fullmatch): with match() and "$", "abc\n" would pass.
@@ -149,6 +150,7 @@ class CompiledWorkflow:
     max_concurrency: int | None
     hash: str
     source: str = ""
+    schedules: list[Schedule] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -160,6 +162,7 @@ class CompiledWorkflow:
             "params": self.params,
             "max_concurrency": self.max_concurrency,
             "tasks": {n: self.tasks[n].to_json() for n in self.order},
+            "schedules": [s.to_json() for s in self.schedules],
         }
 
     @classmethod
@@ -177,6 +180,7 @@ class CompiledWorkflow:
             max_concurrency=data["max_concurrency"],
             hash=hash_,
             source=source,
+            schedules=[Schedule.from_json(s) for s in data.get("schedules", ())],
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from orkhelpers import Cli
+from servicehelpers import Schedulers, rows
 
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch) -> Cli:
@@ -37,3 +39,16 @@ def fresh_modules(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         if file.startswith(root) or file == "" and name.startswith(("ork_executor_", "acme", "other_mod", "typo", "bad_")):
             del sys.modules[name]
     sys.path[:] = path_before
+
+
+@pytest.fixture
+def schedulers(project: Path) -> Iterator[Schedulers]:
+    """`ork scheduler` processes of a test: killed at the end, with every process of their runs."""
+    s = Schedulers(project)
+    yield s
+    s.close()
+    from ork_core.proctree import RUN_MARKER, marked_processes, signal_group
+
+    for (run_id,) in rows(project / ".ork" / "ork.db", "SELECT id FROM runs"):
+        for _, pgid in (marked_processes({RUN_MARKER: str(run_id)}) or {}).values():
+            signal_group(pgid, signal.SIGKILL)

@@ -28,3 +28,12 @@ def test_readme_gives_the_two_commands() -> None:
     blocks = re.findall(r"^```sh\n(.*?)\n```", readme, flags=re.M | re.S)
     assert "bash scripts/test.sh" in blocks
     assert "bash scripts/test.sh" in ci
+
+
+def test_every_command_has_a_section_in_the_cli_reference() -> None:
+    from ork_core.cli import main
+
+    text = (REPO / "docs" / "cli.md").read_text()
+    headed = set(re.findall(r"^## .*?`ork ([a-z-]+)", text, flags=re.M)) | set(re.findall(r"/ `ork ([a-z-]+)", text))
+    missing = [name for name in main.commands if name not in headed]
+    assert not missing, f"docs/cli.md has no section for: {missing}"

@@ -128,6 +128,8 @@ class RunOrigin:
     """The tick as ISO 8601 in the schedule's time zone (what tasks and displays see)."""
     interval_start: str | None = None
     interval_end: str | None = None
+    max_active_runs: int | None = None
+    """For a backfill: how many of its runs may run at once (`ork backfill --max-active`)."""
 
 
 @dataclass(frozen=True)

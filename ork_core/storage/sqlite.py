@@ -102,6 +102,7 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN interval_end TEXT;
     ALTER TABLE runs ADD COLUMN managed INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN max_active_runs INTEGER;
     CREATE UNIQUE INDEX runs_tick ON runs(workflow_name, schedule, logical_ts) WHERE logical_ts IS NOT NULL;
     CREATE INDEX runs_unfinished ON runs(status) WHERE status NOT IN ('success', 'failed', 'cancelled');
     CREATE INDEX runs_workflow ON runs(workflow_name, created_at);
@@ -256,11 +257,11 @@ class SQLiteStorage(Storage):
         with self._writing() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO runs(id, workflow_hash, workflow_name, workflow_file, params, status, created_at,"
-                " pid, owner, triggered_by, schedule, logical_ts, logical_date, interval_start, interval_end, managed)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " pid, owner, triggered_by, schedule, logical_ts, logical_date, interval_start, interval_end, managed,"
+                " max_active_runs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, workflow_hash, workflow_name, workflow_file, json.dumps(params), status, now,
                  None if status == QUEUED else os.getpid(), owner, o.trigger, o.schedule, o.logical_ts,
-                 o.logical_date, o.interval_start, o.interval_end, int(status == QUEUED)),
+                 o.logical_date, o.interval_start, o.interval_end, int(status == QUEUED), o.max_active_runs),
             )
             if not cursor.rowcount:
                 if o.logical_ts is None:  # only the tick's unique key may refuse a run silently
@@ -401,13 +402,14 @@ class SQLiteStorage(Storage):
             id=row[0], workflow_hash=row[1], workflow_name=row[2], workflow_file=row[3], params=json.loads(row[4]),
             status=row[5], created_at=row[6], started_at=row[7], finished_at=row[8], pid=row[9], error=row[10],
             owner=row[11],
-            origin=RunOrigin(row[12], row[13], row[14], row[15], row[16], row[17]),
+            origin=RunOrigin(row[12], row[13], row[14], row[15], row[16], row[17], row[20]),
             managed=bool(row[18]), cancel_requested=bool(row[19]),
         )
 
     _RUN_COLS = (
         "id, workflow_hash, workflow_name, workflow_file, params, status, created_at, started_at, finished_at, pid, error,"
-        " owner, triggered_by, schedule, logical_ts, logical_date, interval_start, interval_end, managed, cancel_requested"
+        " owner, triggered_by, schedule, logical_ts, logical_date, interval_start, interval_end, managed, cancel_requested,"
+        " max_active_runs"
     )
     _TASK_COLS = (
         "run_id, name, executor, status, attempt, try_number, started_at, finished_at, output, error, idempotency_key,"
