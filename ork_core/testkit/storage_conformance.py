@@ -206,11 +206,14 @@ class StorageConformance:
 
     def test_origin_and_flags_come_back(self) -> None:
         storage = self.stored()
+        backfill = RunOrigin("backfill", "0", 600, "@600", "@540", "@600", max_active_runs=3)
         self.create(storage, "r1", tick(60))
         self.create(storage, "r2", None, status="pending")
-        r1, r2 = storage.get_run("r1"), storage.get_run("r2")
+        self.create(storage, "r3", backfill)
+        r1, r2, r3 = storage.get_run("r1"), storage.get_run("r2"), storage.get_run("r3")
         assert r1.origin == tick(60) and r1.managed and r1.status == QUEUED and r1.pid is None
         assert r2.origin == RunOrigin() and not r2.managed and r2.pid is not None
+        assert r3.origin == backfill and [r.origin for r in storage.list_runs(1)] == [backfill]
 
     # -- claims --------------------------------------------------------------------------
 

@@ -29,7 +29,8 @@ MIGRATIONS: list[str] = [
         started_at double precision, finished_at double precision, pid integer, error text, owner text,
         triggered_by text NOT NULL DEFAULT 'manual', schedule text, logical_ts bigint, logical_date text,
         interval_start text, interval_end text,
-        managed boolean NOT NULL DEFAULT false, cancel_requested boolean NOT NULL DEFAULT false
+        managed boolean NOT NULL DEFAULT false, cancel_requested boolean NOT NULL DEFAULT false,
+        max_active_runs integer
     );
     CREATE UNIQUE INDEX runs_tick ON runs(workflow_name, schedule, logical_ts) WHERE logical_ts IS NOT NULL;
     CREATE INDEX runs_created ON runs(created_at, seq);

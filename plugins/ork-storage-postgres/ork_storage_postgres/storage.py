@@ -54,7 +54,8 @@ _JSON_FIELDS = frozenset({"output", "handle"})
 
 _RUN_COLS = (
     "id, workflow_hash, workflow_name, workflow_file, params, status, created_at, started_at, finished_at, pid, error,"
-    " owner, triggered_by, schedule, logical_ts, logical_date, interval_start, interval_end, managed, cancel_requested"
+    " owner, triggered_by, schedule, logical_ts, logical_date, interval_start, interval_end, managed, cancel_requested,"
+    " max_active_runs"
 )
 _TASK_COLS = (
     "run_id, name, executor, status, attempt, try_number, started_at, finished_at, output, error, idempotency_key,"
@@ -138,13 +139,13 @@ class PostgresStorage(Storage):
             with self._writing() as conn:
                 cursor = conn.execute(
                     "INSERT INTO runs(id, workflow_hash, workflow_name, workflow_file, params, status, created_at, pid,"
-                    " owner, triggered_by, schedule, logical_ts, logical_date, interval_start, interval_end, managed)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " owner, triggered_by, schedule, logical_ts, logical_date, interval_start, interval_end, managed,"
+                    " max_active_runs) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     # only the tick's key may refuse a run silently: a duplicate id still raises
                     " ON CONFLICT (workflow_name, schedule, logical_ts) WHERE logical_ts IS NOT NULL DO NOTHING",
                     (run_id, workflow_hash, workflow_name, workflow_file, json.dumps(params), status, now,
                      None if status == QUEUED else os.getpid(), owner, o.trigger, o.schedule, o.logical_ts,
-                     o.logical_date, o.interval_start, o.interval_end, status == QUEUED),
+                     o.logical_date, o.interval_start, o.interval_end, status == QUEUED, o.max_active_runs),
                 )
                 if not cursor.rowcount:
                     return False
@@ -416,7 +417,7 @@ def _run(row: Sequence[Any]) -> RunRecord:
     return RunRecord(
         id=row[0], workflow_hash=row[1], workflow_name=row[2], workflow_file=row[3], params=json.loads(row[4]),
         status=row[5], created_at=row[6], started_at=row[7], finished_at=row[8], pid=row[9], error=row[10],
-        owner=row[11], origin=RunOrigin(row[12], row[13], row[14], row[15], row[16], row[17]),
+        owner=row[11], origin=RunOrigin(row[12], row[13], row[14], row[15], row[16], row[17], row[20]),
         managed=row[18], cancel_requested=row[19],
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections import Counter
 from pathlib import Path
@@ -72,8 +73,11 @@ def test_ork_run_keeps_its_state_in_postgresql(pg_url: str, folder: Path) -> Non
         assert [line.line for line in storage.logs(run.id, "b") if "step" in line.line] == ["step b"]
     finally:
         storage.close()
-    code, out, err = ork(["runs"], folder, pg_url)
-    assert code == 0 and run.id in out and "success" in out, (out, err)
+    code, out, err = ork(["runs", "--json"], folder, pg_url)
+    assert code == 0, (out, err)
+    assert [(r["id"], r["status"]) for r in json.loads(out)] == [(run.id, "success")]
+    code, out, err = ork(["runs", "show", run.id], folder, pg_url)  # reads excerpts of the outputs
+    assert code == 0 and '"size": 1000' in out, (out, err)
     code, out, err = ork(["logs", run.id], folder, pg_url)
     assert code == 0 and "step c" in out, (out, err)
 
