@@ -17,18 +17,21 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def ork_process(args: list[str], cwd: Path, db: str) -> subprocess.Popen[str]:
-    """`ork` with ``ORK_DB`` set; installed plugins load (this one among them) as they would for a user."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORK_")}
-    env["ORK_DB"] = db
+def ork_process(args: list[str], cwd: Path, db: str | None, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`ork` with ``ORK_DB`` set (None: not set); installed plugins load (this one among them) as for a user."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("ORK_", "PG"))}, **(env or {})}
+    if db is not None:
+        env["ORK_DB"] = db
     return subprocess.Popen(
         [sys.executable, "-m", "ork_core", *args], cwd=cwd, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
 
 
-def ork(args: list[str], cwd: Path, db: str, timeout: float = 120) -> tuple[int, str, str]:
-    proc = ork_process(args, cwd, db)
+def ork(
+    args: list[str], cwd: Path, db: str | None, timeout: float = 120, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    proc = ork_process(args, cwd, db, env)
     try:
         out, err = proc.communicate(timeout=timeout)
     finally:

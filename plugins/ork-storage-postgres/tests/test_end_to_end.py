@@ -6,6 +6,7 @@ import json
 import signal
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -110,3 +111,17 @@ def test_kill_9_then_resume_runs_nothing_twice(pg_url: str, folder: Path) -> Non
         assert ("b", 2, "success", None) in attempts
     finally:
         storage.close()
+
+
+def test_storage_in_ork_yaml_with_the_password_from_pgpassword(pg_url: str, folder: Path) -> None:
+    """The documented team setup: the URL in ork.yaml, the password only in the environment (libpq reads it)."""
+    parts = urlsplit(pg_url)
+    write(folder / "ork.yaml", f"storage: postgresql://{parts.username}@127.0.0.1:{parts.port}{parts.path}\n")
+    chain(folder, 0)
+    code, out, err = ork(["run", "wf.yaml"], folder, None, env={"PGPASSWORD": parts.password or ""})
+    assert code == 0, (out, err)
+    assert not (folder / ".ork").exists()
+    code, out, err = ork(["runs", "--json"], folder, None, env={"PGPASSWORD": parts.password or ""})
+    assert code == 0 and [r["status"] for r in json.loads(out)] == ["success"], (out, err)
+    code, out, err = ork(["runs"], folder, None)  # no password anywhere: one clear error
+    assert code == 2 and "password" in err and "Traceback" not in err, (out, err)
