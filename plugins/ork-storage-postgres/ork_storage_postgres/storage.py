@@ -63,6 +63,9 @@ _TASK_COLS = (
     " next_try_at, uncertain_retries, adopt_first"
 )
 _EXCERPT_COLS = _TASK_COLS.replace(" output, error,", " NULL, substr(error, 1, %(n)s),")
+EXCERPT_QUERY = f"SELECT {_EXCERPT_COLS}, substr(output, 1, %(n)s) FROM tasks WHERE run_id = %(id)s ORDER BY seq"
+"""The tasks of a run for a display. substr reads a prefix of a TOASTed value (PostgreSQL
+fetches, and decompresses, only that far): a display never loads whole outputs."""
 
 
 class PostgresStorage(Storage):
@@ -290,12 +293,7 @@ class PostgresStorage(Storage):
                     task = _task(trow)
                     run.tasks[task.name] = task
                 return run
-            # substr reads a prefix of a TOASTed value (PostgreSQL decompresses only that far),
-            # and IS NOT NULL reads none of it: a display never loads whole outputs
-            rows = conn.execute(
-                f"SELECT {_EXCERPT_COLS}, substr(output, 1, %(n)s) FROM tasks WHERE run_id = %(id)s ORDER BY seq",
-                {"n": excerpt, "id": run_id},
-            )
+            rows = conn.execute(EXCERPT_QUERY, {"n": excerpt, "id": run_id})
             for trow in rows:
                 task = _task(trow[:-1])
                 task.output_excerpt = trow[-1]

@@ -112,3 +112,35 @@ def test_the_password_is_masked_once_the_storage_is_open(pg_url: str) -> None:
     assert password, "the test server is expected to have a password (scripts/pg-cluster.sh makes one)"
     PostgresStorage(pg_url).close()
     assert mask(f"the server said {password}") == "the server said ***"
+
+
+def _blocks(conn: psycopg.Connection[tuple[object, ...]], query: str, params: dict[str, object]) -> int:
+    (plan,) = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {query}", params).fetchone()  # type: ignore[misc]
+    top = plan[0]["Plan"]
+    return int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0))
+
+
+@pytest.mark.parametrize("compressible", [False, True])
+def test_an_excerpt_reads_the_start_of_an_output_not_all_of_it(pg_url: str, compressible: bool) -> None:
+    """Measured in the database's own buffer counts: an 8 MB output costs a display a few pages."""
+    import json
+    import random
+    import string
+
+    from ork_core.storage.base import JSONText, TaskUpdate
+    from ork_storage_postgres.storage import EXCERPT_QUERY
+
+    rnd = random.Random(7)
+    items = ["x" * 1000] * 8000 if compressible else ["".join(rnd.choices(string.ascii_letters, k=1000)) for _ in range(8000)]
+    storage = stored(pg_url)
+    try:
+        storage.write([TaskUpdate("r1", "a", {"output": JSONText(json.dumps(items))})])
+        assert storage.get_run("r1", excerpt=100).tasks["a"].output_excerpt == json.dumps(items)[:100]
+    finally:
+        storage.close()
+    with psycopg.connect(pg_url) as conn:
+        whole = _blocks(conn, "SELECT length(output) FROM tasks WHERE run_id = %(id)s", {"id": "r1"})
+        shown = _blocks(conn, EXCERPT_QUERY, {"id": "r1", "n": 100})
+        sent = conn.execute(EXCERPT_QUERY, {"id": "r1", "n": 100}).fetchall()
+    assert whole > 10 and shown * 5 < whole, (shown, whole)  # read in the server
+    assert [len(row[-1]) for row in sent] == [100] and all(row[8] is None for row in sent)  # sent to ork
