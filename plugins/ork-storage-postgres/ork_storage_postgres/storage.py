@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from ork_core.errors import RunNotFoundError, StorageError, StorageWriteError
 from ork_core.secrets import mask, register_url, strip_password
@@ -98,29 +99,58 @@ class PostgresStorage(Storage):
             self._conn = connect(self.url)
         return self._conn
 
+    def _begin(self) -> Connection:
+        """BEGIN; a connection the server dropped while it sat idle is replaced once, first.
+
+        Nothing of the caller's work has been sent when BEGIN fails, so beginning again on a
+        new connection cannot apply anything twice. A connection lost later (mid-batch, or
+        during COMMIT, when nobody knows whether the commit happened) is not retried: the
+        error goes to the scheduler, which stops the run resumably.
+        """
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN")
+        except psycopg.OperationalError:
+            if not conn.broken:
+                raise
+            self._conn = conn = connect(self.url)
+            conn.execute("BEGIN")
+        return conn
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with self._lock:
+            conn = self._begin()
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
+                    with contextlib.suppress(psycopg.Error):  # keep the error that made it fail
+                        conn.execute("ROLLBACK")
+                raise
+
     @contextlib.contextmanager
     def _writing(self) -> Iterator[Connection]:
         """One write transaction; a refusal is rolled back and raised as StorageWriteError."""
-        with self._lock:
-            try:
-                conn = self._connection()
-                with conn.transaction():
-                    yield conn
-            except psycopg.Error as exc:
-                raise StorageWriteError(self.safe_url, _detail(exc), code=exc.sqlstate) from exc
-            except StorageError as exc:  # could not reconnect
-                raise StorageWriteError(self.safe_url, str(exc)) from None
+        try:
+            with self._transaction() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise StorageWriteError(self.safe_url, _detail(exc), code=exc.sqlstate) from exc
+        except StorageWriteError:
+            raise
+        except StorageError as exc:  # could not connect again
+            raise StorageWriteError(self.safe_url, str(exc)) from None
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Connection]:
-        """One read-only transaction, so the several queries of one read see one snapshot."""
-        with self._lock:
-            try:
-                conn = self._connection()
-                with conn.transaction():
-                    yield conn
-            except psycopg.Error as exc:
-                raise StorageError(f"cannot read the state database {self.safe_url}: {_detail(exc)}") from exc
+        """One transaction, so the several queries of one read see one snapshot."""
+        try:
+            with self._transaction() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot read the state database {self.safe_url}: {_detail(exc)}") from exc
 
     # -- writing -------------------------------------------------------------------------
 

@@ -57,20 +57,63 @@ def test_migrating_waits_for_the_process_that_holds_the_lock(pg_url: str) -> Non
     opened[0].close()
 
 
-def test_a_dropped_connection_fails_one_write_then_reconnects(pg_url: str) -> None:
+def _terminate_ork_backends(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = 'ork'"
+        ).fetchall()
+    return len(rows)
+
+
+def test_a_connection_dropped_while_idle_is_replaced_before_the_next_write(pg_url: str) -> None:
+    """A server restart or a proxy's idle timeout between two scheduler steps costs nothing."""
     storage = stored(pg_url)
     try:
-        with psycopg.connect(pg_url, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND application_name = 'ork'"
-            )
-        with pytest.raises(StorageWriteError) as caught:
-            storage.write([RunUpdate("r1", {"status": "running"})], [LogLine("r1", "a", 1, 0.0, "INFO", "log", "x")])
-        message = str(caught.value)
+        assert _terminate_ork_backends(pg_url) == 1
+        storage.write([RunUpdate("r1", {"status": "running"})], [LogLine("r1", "a", 1, 0.0, "INFO", "log", "x")])
+        assert storage.get_run("r1").status == "running" and len(storage.logs("r1")) == 1  # once
+        assert _terminate_ork_backends(pg_url) == 1
+        assert storage.get_run("r1").status == "running"  # reads too
+    finally:
+        storage.close()
+
+
+def test_a_connection_lost_in_the_middle_of_a_batch_fails_it_and_the_next_write_reconnects(pg_url: str) -> None:
+    """Whether a batch cut short committed is unknown to the client: it is not sent again, it is reported."""
+    storage = stored(pg_url)
+    failure: list[BaseException] = []
+    try:
+        with psycopg.connect(pg_url) as blocker:
+            blocker.execute("SELECT 1 FROM runs WHERE id = 'r1' FOR UPDATE")  # the batch waits on this row
+
+            def write() -> None:
+                try:
+                    storage.write([RunUpdate("r1", {"status": "running"})], [LogLine("r1", "a", 1, 0.0, "INFO", "log", "x")])
+                except BaseException as exc:  # noqa: BLE001 - checked below
+                    failure.append(exc)
+
+            thread = threading.Thread(target=write)
+            thread.start()
+            with psycopg.connect(pg_url, autocommit=True) as watcher:  # a fresh view of pg_stat_activity each time
+                wait = time.monotonic() + 10
+                while True:
+                    (waiting,) = watcher.execute(  # type: ignore[misc]
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ork' AND wait_event_type = 'Lock'"
+                    ).fetchone()
+                    assert waiting or time.monotonic() < wait, "the batch never reached the locked row"
+                    if waiting:
+                        break
+                    time.sleep(0.02)
+            assert _terminate_ork_backends(pg_url) == 1
+            thread.join(10)
+            blocker.rollback()
+        (error,) = failure
+        assert isinstance(error, StorageWriteError)
+        message = str(error)
         assert message.startswith(f"cannot write to the state database {storage.safe_url}: ")
         assert ":***@" in message and (psycopg.conninfo.conninfo_to_dict(pg_url).get("password") or "?") not in message
-        assert storage.get_run("r1").status == "pending"  # nothing of the batch, and reading reconnected
+        assert storage.get_run("r1").status == "pending" and storage.logs("r1") == []  # nothing of the batch
         storage.write([RunUpdate("r1", {"status": "running"})])
         assert storage.get_run("r1").status == "running"
     finally:
