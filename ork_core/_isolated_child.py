@@ -104,6 +104,10 @@ class IsolatedContext:
         self.artifact_dir = Path(data["artifact_dir"]) if data.get("artifact_dir") else None
         self.timeout = data["timeout"]
         self.executor_name = data["executor_name"]
+        self.trigger = data.get("trigger", "manual")
+        self.logical_date = data.get("logical_date")
+        self.interval_start = data.get("interval_start")
+        self.interval_end = data.get("interval_end")
         self.log = _Log(channel)
         self.metrics = _Metrics(channel)
         self.cancel_event = threading.Event()

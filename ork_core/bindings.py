@@ -1,10 +1,11 @@
-"""Resolving ``{const: …}``, ``{ref: tasks.<name>.output.<field>}`` and ``{param: …}`` values."""
+"""Resolving ``{const: …}``, ``{ref: tasks.<name>.output.<field>}``, ``{param: …}`` and ``{run: …}`` values."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from ork_core.context import RUN_VALUES
 from ork_core.errors import TaskError
 from ork_core.workflow import parse_ref
 
@@ -31,8 +32,14 @@ def lookup_ref(ref: str, upstream: Mapping[str, Any]) -> Any:
     return value
 
 
-def resolve(value: Any, params: Mapping[str, Any], upstream: Mapping[str, Any]) -> Any:
-    """Replace every binding in `value` (recursively) with the value it names."""
+def resolve(
+    value: Any, params: Mapping[str, Any], upstream: Mapping[str, Any], run: Mapping[str, Any] | None = None,
+) -> Any:
+    """Replace every binding in `value` (recursively) with the value it names.
+
+    `run` is ``ctx.run_values()``; an executor that does not pass it fails a task that uses
+    ``{run: …}`` with a message saying so, instead of binding None.
+    """
     if isinstance(value, dict):
         if len(value) == 1:
             ((k, v),) = value.items()
@@ -44,7 +51,13 @@ def resolve(value: Any, params: Mapping[str, Any], upstream: Mapping[str, Any]) 
                 if v not in params:
                     raise TaskError(f"run parameter {v!r} was not given (pass --param {v}=…)")
                 return params[v]
-        return {k: resolve(v, params, upstream) for k, v in value.items()}
+            if k == "run" and isinstance(v, str):
+                if v not in RUN_VALUES:
+                    raise TaskError(f"{{run: {v}}}: no such run value; valid: {', '.join(RUN_VALUES)}")
+                if run is None:
+                    raise TaskError(f"{{run: {v}}}: this executor does not resolve run values")
+                return run[v]
+        return {k: resolve(v, params, upstream, run) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve(v, params, upstream) for v in value]
+        return [resolve(v, params, upstream, run) for v in value]
     return value

@@ -152,6 +152,10 @@ def make_idempotency_key(run_id: str, task_name: str, try_number: int) -> str:
     return key
 
 
+RUN_VALUES = ("logical_date", "interval_start", "interval_end", "trigger", "run_id")
+"""What ``{run: …}`` may name, and the run's part of a template's ``ork.`` variables."""
+
+
 @dataclass
 class Context:
     """Everything a task attempt knows about where it runs. Passed as ``ctx`` to ``run``."""
@@ -182,6 +186,22 @@ class Context:
     """Commit the process group a task started (None when it ended), so `ork resume` can end it."""
     _cancel_event: threading.Event | None = field(default=None, repr=False)
     loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    trigger: str = "manual"
+    """Why the run exists: ``manual`` (``ork run``, ``ork trigger``), ``schedule`` (a tick) or ``backfill``."""
+    logical_date: str | None = None
+    """The tick the run stands for (ISO 8601, in its schedule's time zone); for a run with no
+    tick, when the run was created (UTC), so a task can always name its output by it."""
+    interval_start: str | None = None
+    """The start of the interval the tick covers (the tick before it); None for a run with no tick."""
+    interval_end: str | None = None
+    """The end of that interval (the tick itself); None for a run with no tick."""
+
+    def run_values(self) -> dict[str, str | None]:
+        """What ``{run: …}`` bindings resolve to (`RUN_VALUES`)."""
+        return {
+            "logical_date": self.logical_date, "interval_start": self.interval_start,
+            "interval_end": self.interval_end, "trigger": self.trigger, "run_id": self.run_id,
+        }
 
     @property
     def task_id(self) -> str:
@@ -251,3 +271,23 @@ class Context:
             allowed_roots=self.allowed_path_roots,
             must_exist=must_exist,
         )
+
+
+def ork_variables(ctx: Context) -> dict[str, Any]:
+    """The ``ork.`` variables of every executor's templates: what the run and the attempt are.
+
+    One function, so ``{{ ork.logical_date }}`` means the same in an HTTP body, a SQL file
+    and a process's arguments; here, not in `ork_core.templating`, so building them imports
+    no Jinja for a task without templates.
+    """
+    return {
+        "run_id": ctx.run_id,
+        "task": ctx.task_name,
+        "workflow": ctx.workflow_name,
+        "try_number": ctx.try_number,
+        "idempotency_key": ctx.idempotency_key,
+        "trigger": ctx.trigger,
+        "logical_date": ctx.logical_date,
+        "interval_start": ctx.interval_start,
+        "interval_end": ctx.interval_end,
+    }

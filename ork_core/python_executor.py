@@ -324,7 +324,7 @@ class PythonExecutor:
 
     def run(self, config_file: str, ctx: Context, upstream: dict[str, object] = {}) -> Any:
         task = load_task_config(PythonTask, "", ctx)  # config_file is the function's own, not task keys
-        inputs = resolve(task.inputs, ctx.params, upstream)
+        inputs = resolve(task.inputs, ctx.params, upstream, ctx.run_values())
         isolation = task.isolation or self.config.isolation
         if isolation == "process":
             from ork_core.python_isolated import run_isolated

@@ -91,6 +91,10 @@ def _request(task: PythonTask, inputs: Mapping[str, Any], ctx: Context, upstream
             "artifact_dir": str(ctx.artifact_dir) if ctx.artifact_dir else None,
             "timeout": ctx.timeout,
             "executor_name": ctx.executor_name,
+            "trigger": ctx.trigger,
+            "logical_date": ctx.logical_date,
+            "interval_start": ctx.interval_start,
+            "interval_end": ctx.interval_end,
         },
     }
     try:

@@ -37,6 +37,7 @@ from ork_core.ownership import Owner
 from ork_core.plugins import Plugins
 from ork_core.proctree import KILL_WAIT, RUN_MARKER, end_group, group_members, marked_processes, signal_group
 from ork_core.project import Project
+from ork_core.schedules import utc_iso
 from ork_core.scratch import sweep as sweep_scratch
 from ork_core.secrets import mask, mask_batch
 from ork_core.slots import SharedSlots
@@ -287,6 +288,7 @@ class Scheduler:
         max_concurrency: int | None = None,
         poll_interval: float | None = None,
         kill_grace: float = 5.0,
+        origin: RunOrigin | None = None,
         shared: SharedSlots | None = None,
     ) -> None:
         self.project = project
@@ -296,6 +298,9 @@ class Scheduler:
         self.workflow = workflow
         self.run_id = run_id
         self.params = params
+        self.origin = origin or RunOrigin()
+        """Why the run exists and which tick it stands for: what tasks see as ``ctx.logical_date``…"""
+        self._run_fields: tuple[str, str, str | None, str | None] | None = None
         self.reporter = reporter or NullReporter()
         self.limit = max_concurrency or workflow.max_concurrency or project.settings.max_concurrency
         self.kill_grace = kill_grace
@@ -668,7 +673,22 @@ class Scheduler:
             record_process_group=functools.partial(self._record_group, spec.name, st.attempt),
             loop=asyncio.get_running_loop(),
         )
+        ctx.trigger, ctx.logical_date, ctx.interval_start, ctx.interval_end = self._run_context()
         return ctx
+
+    def _run_context(self) -> tuple[str, str, str | None, str | None]:
+        """The run's trigger, logical date and interval, for every task's context.
+
+        A run with no tick (``ork run``) has its creation time as logical date and no
+        interval, as Airflow's manual runs; read from storage once, so a resumed run keeps it.
+        """
+        if self._run_fields is None:
+            origin = self.origin
+            logical_date = origin.logical_date
+            if logical_date is None:
+                logical_date = utc_iso(self.storage.get_run(self.run_id).created_at)
+            self._run_fields = (origin.trigger, logical_date, origin.interval_start, origin.interval_end)
+        return self._run_fields
 
     async def _execute(self, st: TaskState) -> None:
         spec = st.spec
@@ -1147,6 +1167,7 @@ def resume_scheduler(
     scheduler = Scheduler(
         project=project, plugins=plugins, storage=storage, workflow=workflow, run_id=run_id,
         params=record.params, reporter=reporter, max_concurrency=max_concurrency, poll_interval=poll_interval,
+        origin=record.origin,
         shared=shared,
     )
     scheduler.load_state(record.tasks)

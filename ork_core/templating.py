@@ -13,6 +13,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from ork_core.context import ork_variables  # re-exported: the ``ork.`` variables of templates
 from ork_core.errors import TaskError
 
 _ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
@@ -70,3 +71,6 @@ def render_value(value: Any, variables: Mapping[str, Any], *, source: str) -> An
     if isinstance(value, list):
         return [render_value(v, variables, source=f"{source}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+__all__ = ["ork_variables", "render", "render_value", "syntax_error"]

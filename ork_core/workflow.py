@@ -18,10 +18,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ork_core.checks import TaskWhere
+from ork_core.context import RUN_VALUES
 from ork_core.errors import OrkError, PathError, Problem, ProjectError, WorkflowError
 from ork_core.paths import resolve_path
 from ork_core.project import Project, ResolvedExecutor
-from ork_core.schedules import Schedule
+from ork_core.schedules import Schedule, compile_schedules
 from ork_core.yamlfile import YamlDoc, dotted, load_yaml, suggest, validation_problems
 
 # Names are matched whole (fullmatch): with match() and "$", "abc\n" would pass.
@@ -69,6 +70,8 @@ class WorkflowModel(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
     tasks: dict[str, Any] = Field(min_length=1)
+    schedule: Any = None
+    """One mapping or a list of them; checked by `compile_schedules`, which reports each problem by line."""
 
 
 CORE_TASK_KEYS = frozenset(TaskModel.model_fields)
@@ -180,7 +183,7 @@ class CompiledWorkflow:
             max_concurrency=data["max_concurrency"],
             hash=hash_,
             source=source,
-            schedules=[Schedule.from_json(s) for s in data.get("schedules", ())],
+            schedules=[Schedule.from_json(s) for s in data.get("schedules", ())],  # none in snapshots before schedules
         )
 
 
@@ -193,11 +196,11 @@ def _link_dependents(tasks: dict[str, CompiledTask]) -> None:
 
 
 def iter_bindings(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
-    """Yield ``(path, kind, target)`` for every ``{ref: …}`` / ``{param: …}`` in a task's keys."""
+    """Yield ``(path, kind, target)`` for every ``{ref: …}`` / ``{param: …}`` / ``{run: …}`` in a task's keys."""
     if isinstance(value, dict):
         if len(value) == 1:
             ((k, v),) = value.items()
-            if k in ("ref", "param") and isinstance(v, str):
+            if k in ("ref", "param", "run") and isinstance(v, str):
                 yield path, k, v
                 return
         for k, v in value.items():
@@ -286,6 +289,11 @@ def load_workflow(path: Path, project: Project) -> CompiledWorkflow:
         problems.append(
             doc.problem(("tasks", cycle[0], "depends_on"), f"dependency cycle: {' -> '.join(cycle)}")
         )
+    bound = {target for raw in model.tasks.values() for _, kind, target in iter_bindings(raw) if kind == "param"}
+    schedules = compile_schedules(
+        doc, model.schedule, declared=model.params, problems=problems,
+        required={p for p in bound if model.params.get(p) is None},
+    )
     if problems:
         raise WorkflowError(problems)
     _link_dependents(tasks)
@@ -302,6 +310,7 @@ def load_workflow(path: Path, project: Project) -> CompiledWorkflow:
         max_concurrency=model.max_concurrency,
         hash=digest,
         source=doc.text,
+        schedules=schedules,
     )
 
 
@@ -398,6 +407,11 @@ def _compile_task(
             elif parsed[0] not in tm.depends_on:
                 problems.append(
                     doc.problem(where, f"ref to task {parsed[0]!r}, which {name!r} does not depend on; add it to depends_on")
+                )
+        elif kind == "run":
+            if target not in RUN_VALUES:
+                problems.append(
+                    doc.problem(where, f"unknown run value {target!r}{suggest(target, RUN_VALUES)}; valid: {', '.join(RUN_VALUES)}")
                 )
         elif model.params and target not in model.params:
             problems.append(

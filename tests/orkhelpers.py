@@ -67,10 +67,12 @@ def ork_subprocess(args: list[str], cwd: Path, env: dict[str, str] | None = None
     )
 
 
-def run_in_process(folder: Path, workflow: Path) -> tuple[Any, Any]:
+def run_in_process(folder: Path, workflow: Path, origin: Any = None) -> tuple[Any, Any]:
     """Run `workflow` of the project in `folder` through the real scheduler, in this process.
 
-    Returns the RunResult and the RunRecord read back from `.ork/ork.db` (plugins not loaded).
+    `origin` (a RunOrigin) makes it a run for a tick, stored and given to the scheduler as
+    `ork scheduler` would. Returns the RunResult and the RunRecord read back from
+    `.ork/ork.db` (plugins not loaded).
     """
     from ork_core.plugins import build_plugin_manager
     from ork_core.project import Project
@@ -83,8 +85,11 @@ def run_in_process(folder: Path, workflow: Path) -> tuple[Any, Any]:
     compiled = load_workflow(workflow, project)
     storage = open_storage(f"sqlite:///{folder / '.ork' / 'ork.db'}", pm.registry)
     try:
-        run_id = create_run(storage, compiled, coerce_params(compiled, {}))
-        scheduler = Scheduler(project=project, plugins=pm, storage=storage, workflow=compiled, run_id=run_id, params={})
+        params = coerce_params(compiled, {})
+        run_id = create_run(storage, compiled, params, origin=origin)
+        scheduler = Scheduler(
+            project=project, plugins=pm, storage=storage, workflow=compiled, run_id=run_id, params=params, origin=origin,
+        )
         return execute(scheduler, handle_signals=False), storage.get_run(run_id)
     finally:
         storage.close()

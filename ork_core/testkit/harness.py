@@ -33,7 +33,7 @@ from ork_core.project import Project
 from ork_core.registry import Register
 from ork_core.scheduler import RunResult, Scheduler, create_run, execute
 from ork_core.storage import open_storage, storage_url
-from ork_core.storage.base import Storage
+from ork_core.storage.base import RunOrigin, Storage
 from ork_core.workflow import CompiledWorkflow, load_workflow
 
 TASK_NAME = "task"
@@ -363,17 +363,18 @@ def run_subject(
     cancel_after: float | None = None,
     poll_interval: float | None = None,
     deadline: float | None = None,
+    origin: RunOrigin | None = None,
 ) -> TaskResult:
     loaded = subject.plugins(plugins)
     project = Project.load(folder, loaded)
     workflow = load_workflow(folder / WORKFLOW_FILE, project)
     storage = open_project_storage(project)
     try:
-        run_id = create_run(storage, workflow, dict(workflow.params))
+        run_id = create_run(storage, workflow, dict(workflow.params), origin=origin)
         recorder = Recorder()
         scheduler = Scheduler(
             project=project, plugins=loaded, storage=storage, workflow=workflow, run_id=run_id,
-            params=dict(workflow.params), reporter=recorder, poll_interval=poll_interval,
+            params=dict(workflow.params), reporter=recorder, poll_interval=poll_interval, origin=origin,
         )
         run, elapsed = drive(scheduler, recorder, cancel_after=cancel_after, deadline=deadline)
         return read_result(storage, run, recorder, elapsed)
@@ -394,6 +395,7 @@ def run_task(
     plugins: Iterable[object] = (),
     project_dir: str | Path | None = None,
     poll_interval: float | None = 0.1,
+    origin: RunOrigin | None = None,
 ) -> TaskResult:
     """Run one task through ork's real scheduler and return how it ended.
 
@@ -416,11 +418,16 @@ def run_task(
         by default a temporary folder, removed afterwards.
     :param poll_interval: seconds between polls of deferred jobs (fast by default; None
         uses each tracker's own ``poll_interval``).
+    :param origin: make it a run for a schedule's tick (``RunOrigin(trigger="schedule",
+        logical_date=…, interval_start=…, interval_end=…)``), for ``ctx.logical_date`` and
+        ``{{ ork.logical_date }}``; by default a manual run.
     """
     subject = Subject.of(executor, trackers)
     with project_folder(project_dir) as folder:
         write_project(folder, subject, config=config, task=task, upstream=upstream, params=params, timeout=timeout)
-        return run_subject(subject, folder, plugins=plugins, cancel_after=cancel_after, poll_interval=poll_interval)
+        return run_subject(
+            subject, folder, plugins=plugins, cancel_after=cancel_after, poll_interval=poll_interval, origin=origin,
+        )
 
 
 def child_env() -> dict[str, str]:

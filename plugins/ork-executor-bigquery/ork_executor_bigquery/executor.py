@@ -160,12 +160,12 @@ class BigQueryExecutor:
         where = config_file or f"workflow task {ctx.task_name!r}"
         if not task.file:
             raise TaskError(f"{where}: no SQL template: set 'file' (e.g. file: sql/staging/users.sql)")
-        params = resolve(task.params, ctx.params, upstream)
+        params = resolve(task.params, ctx.params, upstream, ctx.run_values())
         path = find_template(task.file, ctx, config_file)
         label = template_label(path, ctx)
         # The seed's variables: the task's params, then the upstream outputs by task name.
         sql = render_sql(path, label, {**params, **upstream})
-        raw = resolve(task.query_parameters, ctx.params, upstream)
+        raw = resolve(task.query_parameters, ctx.params, upstream, ctx.run_values())
         return PreparedQuery(sql=sql, template=label, task=task, parameters=_query_parameters(raw, where))
 
     def submit(self, query: PreparedQuery, ctx: Context) -> BigQueryOutput | Deferred:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 
 from ork import Context, Deferred, Problem, TaskError, executor, load_task_config
-from ork_core.templating import render_value
+from ork_core.templating import ork_variables, render_value
 
 if TYPE_CHECKING:
     from ork import TaskWhere
@@ -399,6 +399,7 @@ def _template_variables(ctx: Context, upstream: Mapping[str, object]) -> dict[st
         "run_id": ctx.run_id,
         "task_name": ctx.task_name,
         "workflow_name": ctx.workflow_name,
+        "ork": ork_variables(ctx),
     }
 
 

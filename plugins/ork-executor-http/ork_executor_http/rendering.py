@@ -8,7 +8,7 @@ from typing import Any
 
 from ork import Context
 from ork_core.bindings import resolve
-from ork_core.templating import render_value
+from ork_core.templating import ork_variables, render_value
 from ork_executor_http.config import RequestKeys
 
 
@@ -26,13 +26,7 @@ def template_variables(ctx: Context, upstream: Mapping[str, Any]) -> dict[str, A
     return {
         "params": dict(ctx.params),
         "upstream": dict(upstream),
-        "ork": {
-            "run_id": ctx.run_id,
-            "task": ctx.task_name,
-            "workflow": ctx.workflow_name,
-            "try_number": ctx.try_number,
-            "idempotency_key": ctx.idempotency_key,
-        },
+        "ork": ork_variables(ctx),
     }
 
 
@@ -48,6 +42,6 @@ def prepare(keys: RequestKeys, variables: Mapping[str, Any], ctx: Context, upstr
         method=keys.method,
         url=render_text(keys.url, variables, ctx=ctx, key="url"),
         headers={k: str(v) for k, v in render_value(keys.headers, variables, source=f"{source} headers").items()},
-        query=render_value(resolve(keys.query, ctx.params, upstream), variables, source=f"{source} query"),
-        body=render_value(resolve(keys.body, ctx.params, upstream), variables, source=f"{source} body"),
+        query=render_value(resolve(keys.query, ctx.params, upstream, ctx.run_values()), variables, source=f"{source} query"),
+        body=render_value(resolve(keys.body, ctx.params, upstream, ctx.run_values()), variables, source=f"{source} body"),
     )

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ork import Context, PathError, Problem, TaskError, executor, load_task_config
+from ork_core.context import ork_variables
 from ork_core.proctree import Completed, TreeProcess, task_markers, tree_alive
 from ork_executor_process.config import ProcessConfig, ProcessTask
 from ork_executor_process.results import (
@@ -39,8 +40,8 @@ if TYPE_CHECKING:
 
 
 def template_variables(ctx: Context, upstream: Mapping[str, Any]) -> dict[str, Any]:
-    """What templates in a process task can use: ``params``, ``upstream`` and each upstream task by name."""
-    return {**upstream, "params": ctx.params, "upstream": upstream}
+    """What templates in a process task can use: ``params``, ``upstream``, ``ork`` and each upstream task by name."""
+    return {**upstream, "params": ctx.params, "upstream": upstream, "ork": ork_variables(ctx)}
 
 
 def _has_template(value: Any) -> bool:

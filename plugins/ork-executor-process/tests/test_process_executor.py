@@ -121,6 +121,21 @@ def test_templates_use_params_and_upstream(project: Path) -> None:
     assert "2024-01-02 7 t1" in result.logs
 
 
+def test_templates_see_the_run_under_ork(project: Path) -> None:
+    from ork_core.storage.base import RunOrigin
+
+    origin = RunOrigin(
+        trigger="schedule", schedule="0", logical_ts=1, logical_date="2026-12-03T06:00:00+01:00",
+        interval_start="2026-12-02T06:00:00+01:00", interval_end="2026-12-03T06:00:00+01:00",
+    )
+    command = ["echo", "{{ ork.trigger }} {{ ork.interval_start[:10] }} {{ ork.logical_date }} {{ ork.run_id }}"]
+    result = run_task("process", task={"command": command}, project_dir=project, origin=origin)
+    assert result.ok, result.describe()
+    assert f"schedule 2026-12-02 2026-12-03T06:00:00+01:00 {result.run_id}" in result.logs
+    manual = run(project, command=["echo", "{{ ork.trigger }} {{ ork.interval_start }}"])
+    assert "manual None" in manual.logs, manual.describe()
+
+
 def test_undefined_template_variable(project: Path) -> None:
     result = run(project, command=["echo", "{{ params.missing }}"])
     assert result.status == "failed" and "tasks.task.command[1]" in (result.error or ""), result.describe()
