@@ -188,7 +188,8 @@ class PostgresStorage(Storage):
                         [(run_id, name, executor) for name, executor in tasks],
                     )
         except StorageWriteError as exc:
-            if exc.code == "23505" and "runs_pkey" in exc.reason:
+            cause = exc.__cause__
+            if isinstance(cause, psycopg.errors.UniqueViolation) and cause.diag.constraint_name == "runs_pkey":
                 raise StorageError(f"a run with id {run_id!r} already exists in {self.safe_url}") from None
             raise
         return True
