@@ -33,27 +33,31 @@ as_owner() {  # run a command as the cluster's owner
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+fail() {  # a cluster that failed half-way is not left behind
+  cat "$1" >&2 || true
+  stop "$dir"
+  exit 1
+}
+
 start() {
-  local bin dir port password
+  local bin port password
   bin=$(find_bin)
   if [ -z "$bin" ]; then install_server; bin=$(find_bin); fi
   # not $TMPDIR: as root it may lie under a folder the postgres user cannot enter
   dir=$(mktemp -d "${ORK_PG_TMP:-/tmp}/ork-pg.XXXXXX")
   chmod 700 "$dir"
-  trap 'stop "$dir"' ERR  # a cluster that failed half-way is not left behind
   [ "$(id -u)" = 0 ] && chown postgres: "$dir"
   password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
   printf '%s\n' "$password" > "$dir/pwfile"
   [ "$(id -u)" = 0 ] && chown postgres: "$dir/pwfile"
   as_owner "$bin/initdb" -D "$dir/data" -U ork --pwfile="$dir/pwfile" -A scram-sha-256 --auth-local=trust \
-    -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
+    -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || fail "$dir/initdb.log"
   rm -f "$dir/pwfile"
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   # fsync off: a throwaway cluster for tests (a crash of ork is what the tests kill, not of PostgreSQL)
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=200" start >/dev/null \
-    || { cat "$dir/server.log" >&2; exit 1; }
-  trap - ERR
+    || fail "$dir/server.log"
   echo "export ORK_TEST_PG_DIR='$dir'"
   echo "export ORK_TEST_PG='postgresql://ork:$password@127.0.0.1:$port/postgres'"
 }

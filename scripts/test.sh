@@ -16,7 +16,8 @@ done
 .venv/bin/python -m pip install -q "${packages[@]}"
 if [ -z "${ORK_TEST_PG:-}" ] && [ "${ORK_TEST_PG_START:-1}" != 0 ] \
     && { [ -n "${PG_BIN:-}" ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }; then
-  eval "$(bash scripts/pg-cluster.sh start)"
+  pg_env=$(bash scripts/pg-cluster.sh start)  # an assignment: a failed start stops here (set -e)
+  eval "$pg_env"
   trap 'bash scripts/pg-cluster.sh stop "${ORK_TEST_PG_DIR:-}"' EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
