@@ -125,3 +125,63 @@ def test_storage_in_ork_yaml_with_the_password_from_pgpassword(pg_url: str, fold
     assert code == 0 and [r["status"] for r in json.loads(out)] == ["success"], (out, err)
     code, out, err = ork(["runs"], folder, None)  # no password anywhere: one clear error
     assert code == 2 and "password" in err and "Traceback" not in err, (out, err)
+
+
+def test_killed_at_random_moments_loses_nothing_and_runs_no_success_twice(pg_url: str, folder: Path) -> None:
+    """`ork run`, then `ork resume` again and again, each ended by SIGKILL or SIGTERM at a random moment."""
+    import os
+    import random
+
+    from ork_core.testkit.crash import Interruption, interrupt_at_random
+
+    log = folder / "executions.log"
+    tasks = "".join(
+        f"  t{i}: {{file: tasks.py, function: step, inputs: {{name: t{i}, log: '{log}', seconds: 0.05}}"
+        + (f", depends_on: [t{i - 1}]" if i else "")
+        + "}\n"
+        for i in range(25)
+    )
+    write(folder / "wf.yaml", "name: long_chain\ntasks:\n" + tasks)
+    # `seconds` sleeps only on a task's first execution (a marker file): a re-run is quick
+    seed = int(os.environ.get("ORK_CRASH_SEED", random.randrange(1 << 30)))
+    print(f"ORK_CRASH_SEED={seed}")
+    succeeded: dict[str, int] = {}
+
+    def executions() -> Counter[str]:
+        return Counter(log.read_text().split()) if log.exists() else Counter()
+
+    def after_round(result: Interruption) -> None:
+        assert result.exit_code in (0, -signal.SIGKILL, 128 + signal.SIGTERM, -signal.SIGTERM), result
+        counts = executions()
+        for name, count in succeeded.items():
+            assert counts[name] == count, f"{name} succeeded, then ran again (round {result})"
+        for name, status in statuses(pg_url).items():
+            if status == "success":
+                succeeded.setdefault(name, counts[name])
+
+    def run_exists(proc: object) -> bool:
+        storage = PostgresStorage(pg_url)
+        try:
+            return bool(storage.list_runs())
+        finally:
+            storage.close()
+
+    def finished() -> bool:
+        return set(statuses(pg_url).values()) == {"success"}
+
+    rounds = interrupt_at_random(
+        lambda first: ork_process(["run", "wf.yaml"] if first else ["resume"], folder, pg_url),
+        rng=random.Random(seed), rounds=5, delay=(0.1, 0.8), after_round=after_round,
+        ready=lambda proc: bool(succeeded) or run_exists(proc), finished=finished, timeout=90,
+    )
+    print([(r.command, r.action, r.exit_code, round(r.seconds, 2)) for r in rounds])
+    assert len(rounds) >= 2
+    assert finished(), statuses(pg_url)
+    counts = executions()
+    assert all(1 <= counts[f"t{i}"] <= 1 + len(rounds) for i in range(25)), counts
+    storage = PostgresStorage(pg_url)
+    try:
+        (run,) = storage.list_runs()
+        assert run.status == "success" and run.owner is None
+    finally:
+        storage.close()
