@@ -185,3 +185,27 @@ def test_killed_at_random_moments_loses_nothing_and_runs_no_success_twice(pg_url
         assert run.status == "success" and run.owner is None
     finally:
         storage.close()
+
+
+def test_several_ork_commands_on_an_empty_database_at_once(pg_url: str, folder: Path) -> None:
+    """The first use of a new database by a team: every command works, the schema is made once."""
+    import psycopg
+
+    from ork_storage_postgres.migrations import SCHEMA_VERSION
+
+    chain(folder, 0)
+    procs = [ork_process(["run", "wf.yaml"], folder, pg_url) for _ in range(2)]
+    procs += [ork_process(["runs", "--json"], folder, pg_url)]
+    try:
+        results = [(p.wait(120), p.communicate()[1]) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [code for code, _ in results] == [0] * 3, results
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT version FROM ork_schema ORDER BY version").fetchall() == [
+            (v,) for v in range(1, SCHEMA_VERSION + 1)
+        ]
+        assert conn.execute("SELECT count(*), count(DISTINCT status) FROM runs").fetchone() == (2, 1)
