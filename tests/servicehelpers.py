@@ -53,25 +53,37 @@ def ork(project: Path, *args: str, env: dict[str, str] | None = None, timeout: f
 
 
 class Schedulers:
-    """`ork scheduler` processes of one test; whatever is left is killed at the end."""
+    """`ork scheduler` processes of one test; whatever is left is killed at the end.
+
+    Their output goes to files, never to a pipe nobody reads: a scheduler that logs a line per
+    run would block on a full pipe after a few hundred runs.
+    """
 
     def __init__(self, project: Path) -> None:
         self.project = project
         self.procs: list[subprocess.Popen[str]] = []
+        self.logs: dict[int, Path] = {}
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        proc = subprocess.Popen([*ORK, "scheduler", "--poll", "0.1", *args], cwd=self.project, env=env or ork_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        log = self.project.parent / f"scheduler-{len(self.procs)}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen([*ORK, "scheduler", "--poll", "0.1", *args], cwd=self.project,
+                                    env=env or ork_env(), stdout=out, stderr=subprocess.STDOUT, text=True)
         self.procs.append(proc)
+        self.logs[proc.pid] = log
         return proc
 
+    def log(self, proc: subprocess.Popen[str]) -> str:
+        return self.logs[proc.pid].read_text()
+
     def stop(self, proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 60) -> tuple[int, str]:
+        """Signal it, wait for it to end; its exit code and everything it logged."""
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=timeout)
-        return proc.returncode, err
+        proc.wait(timeout=timeout)
+        return proc.returncode, self.log(proc)
 
     def close(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
-            proc.communicate()
+            proc.wait()

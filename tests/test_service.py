@@ -118,7 +118,7 @@ def test_a_restarted_scheduler_adopts_the_runs_of_a_killed_one(project: Path, sc
     first = schedulers.start()
     wait_until(lambda: rows(db, "SELECT attempt FROM tasks WHERE run_id=? AND name='b' AND attempt >= 2", (run_id,)), "b to retry")
     first.send_signal(signal.SIGKILL)
-    first.communicate()
+    first.wait()
     (project / "flows" / "fixed").write_text("")
     schedulers.start()
     wait_until(lambda: status(db, run_id) == "success", "the adopted run to succeed")
