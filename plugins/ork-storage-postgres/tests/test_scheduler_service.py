@@ -93,3 +93,46 @@ def test_a_restarted_scheduler_adopts_the_runs_of_a_killed_one(
     wait_for(lambda: run_of(pg_url, run_id)[0] == "success", timeout=60)
     tasks = run_of(pg_url, run_id)[1]
     assert tasks["a"] == ("success", 1, 1) and tasks["b"][0] == "success" and tasks["b"][2] == "fixed"
+
+
+def test_catch_up_killed_while_creating_makes_one_run_per_tick(
+    project: Path, pg_url: str, schedulers: list[subprocess.Popen[str]]
+) -> None:
+    """The per-tick unique key on PostgreSQL, through `ork scheduler` killed with SIGKILL mid-catch-up."""
+    import time
+    from datetime import datetime, timezone
+
+    import psycopg
+
+    from ork_core.schedules import Schedule
+
+    t0 = int(datetime(2026, 6, 1, tzinfo=timezone.utc).timestamp())
+    now = t0 + 3600  # 61 ticks missed
+    write(project / "flows" / "w.yaml", """
+        name: w
+        schedule: {cron: "* * * * *", catchup: true, start: "2026-06-01T00:00:00+00:00", max_active_runs: 20}
+        tasks:
+          a: {file: tasks.py, function: quick}
+        """)
+    env = {"ORK_CLOCK": f"{now}*1@{time.time()}"}
+
+    def count(query: str) -> int:
+        with psycopg.connect(pg_url) as conn:
+            try:
+                (n,) = conn.execute(query).fetchone()  # type: ignore[misc]
+            except psycopg.errors.UndefinedTable:
+                return 0
+        return int(n)
+
+    schedulers.append(ork_process(["scheduler", "--poll", "0.1"], project, pg_url, env))
+    wait_for(lambda: count("SELECT count(*) FROM runs") > 5, timeout=60)
+    schedulers[0].send_signal(signal.SIGKILL)
+    schedulers[0].communicate()
+    schedulers.append(ork_process(["scheduler", "--poll", "0.1"], project, pg_url, env))
+    expected = [t.ts for t in Schedule("0", "* * * * *", start=t0).ticks(None, now)]
+    wait_for(lambda: count("SELECT count(*) FROM runs WHERE status = 'success'") >= len(expected), timeout=180)
+    with psycopg.connect(pg_url) as conn:
+        got = [r[0] for r in conn.execute("SELECT logical_ts FROM runs WHERE triggered_by = 'schedule' ORDER BY logical_ts")]
+        assert conn.execute("SELECT count(*), count(DISTINCT logical_ts) FROM runs").fetchone() == (len(got), len(got))
+    assert len(expected) == 61, expected
+    assert got[: len(expected)] == expected  # none twice, none missing (the clock moved on: maybe one more)
