@@ -1,6 +1,6 @@
 """Test an executor the way ork runs it, and check that it behaves like ork's own.
 
-For plugin authors; five names:
+For plugin authors; six names:
 
 - `run_task` runs one task of your executor through ork's real scheduler, with a SQLite
   state database in a temporary folder, and returns a `TaskResult` (status, output, error,
@@ -13,6 +13,9 @@ For plugin authors; five names:
 - `plugin_manager` builds a fresh plugin manager with inline plugin objects registered;
   `inline_plugin` makes such an object from executor (and job tracker) classes.
 - `TaskResult` is what `run_task` returns.
+- `StorageConformance` is the same idea for a storage backend: a base class whose checks
+  cover every method of the storage contract, claims and per-tick races included, against
+  a fresh database your fixture provides. ork's SQLite backend runs it too.
 
 Nothing here is global: every call builds its own plugin manager, project folder and
 database, and ignores the caller's ``ORK_*`` variables, so tests stay independent and run in
@@ -23,5 +26,6 @@ from __future__ import annotations
 
 from ork_core.testkit.conformance import ExecutorConformance
 from ork_core.testkit.harness import TaskResult, inline_plugin, plugin_manager, run_task
+from ork_core.testkit.storage_conformance import StorageConformance
 
-__all__ = ["ExecutorConformance", "TaskResult", "inline_plugin", "plugin_manager", "run_task"]
+__all__ = ["ExecutorConformance", "StorageConformance", "TaskResult", "inline_plugin", "plugin_manager", "run_task"]

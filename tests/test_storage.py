@@ -1,4 +1,8 @@
-"""The SQLite backend: location, migrations, refusing what it cannot read."""
+"""The SQLite backend: location, migrations, refusing what it cannot read.
+
+What every backend promises (claims, ticks, batches, readers) is `StorageConformance`, run
+against SQLite in test_storage_conformance.py.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from orkhelpers import Cli, ork_subprocess, write
-from ork_core.errors import RunNotFoundError, StorageError
+from ork_core.errors import StorageError
 from ork_core.storage.sqlite import SCHEMA_VERSION, SQLiteStorage
 
 WF = "name: w\ntasks:\n  a: {file: tasks.py, function: f}\n"
@@ -68,14 +72,6 @@ def test_unknown_url_scheme_names_the_available_ones(cli: Cli, folder: Path) -> 
     assert "unknown storage scheme 'postgresql'" in result.err and "available: sqlite" in result.err
 
 
-def test_migrations_are_idempotent(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'ork.db'}"
-    SQLiteStorage(url).close()
-    storage = SQLiteStorage(url)
-    assert storage.list_runs() == []
-    storage.close()
-
-
 OPEN_WHEN_TOLD = """
 import os, sys, time
 go = sys.argv[1]
@@ -120,28 +116,6 @@ def test_concurrent_first_use_of_a_new_database(tmp_path: Path, round_: int) -> 
 def _stored_run(storage: SQLiteStorage, run_id: str = "r1", owner: str | None = None) -> None:
     storage.save_workflow("h", "w", "wf.yaml", WF, {})
     storage.create_run(run_id, "h", "w", "wf.yaml", {}, [("a", "python")], 0.0, owner=owner)
-
-
-def test_claim_run_is_a_compare_and_set_of_the_owner(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'ork.db'}"
-    one, two = SQLiteStorage(url), SQLiteStorage(url)
-    try:
-        _stored_run(one, owner="h/1/b:1")
-        assert one.get_run("r1").owner == "h/1/b:1"
-        # two claimants that both read the dead owner h/1/b:1: one wins, the other sees the winner
-        assert two.claim_run("r1", "h/2/b:2", expected="h/1/b:1") == "h/2/b:2"
-        assert one.claim_run("r1", "h/3/b:3", expected="h/1/b:1") == "h/2/b:2"
-        assert two.claim_run("r1", "h/2/b:2", expected=None) == "h/2/b:2"  # already ours
-        one.release_run("r1", "h/3/b:3")  # not the owner: nothing happens
-        assert one.get_run("r1").owner == "h/2/b:2"
-        two.release_run("r1", "h/2/b:2")
-        assert one.get_run("r1").owner is None
-        assert one.claim_run("r1", "h/3/b:3", expected=None) == "h/3/b:3"
-        with pytest.raises(RunNotFoundError):
-            one.claim_run("nope", "h/3/b:3", expected=None)
-    finally:
-        one.close()
-        two.close()
 
 
 def test_an_unfinished_run_of_an_older_ork_is_owned_by_its_pid(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,7 @@ class SQLiteStorage(Storage):
         if sync not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise StorageError(f"ORK_SQLITE_SYNC={sync!r}: use NORMAL or FULL")
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._wal()
             self._db.execute(f"PRAGMA synchronous={sync}")
             # Checkpoint (and fsync) every ~40 MB of WAL instead of every 4 MB: one run commits
             # once per scheduler step, and the checkpoint's fsync dominated small commits.
@@ -183,6 +184,22 @@ class SQLiteStorage(Storage):
             if _cannot_write(exc):  # a full disk is not a foreign file
                 raise _write_error(self.path, exc) from None
             raise StorageError(f"{self.path} is not an ork state database: {exc}") from None
+
+    def _wal(self) -> None:
+        """Switch to WAL, waiting out other processes doing the same.
+
+        Several processes opening one new file at once get SQLITE_BUSY from this pragma at
+        once: SQLite does not call the busy handler for it, so the wait is done here.
+        """
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _migrate(self) -> None:
         """Bring the schema up to date in one exclusive transaction.
