@@ -135,23 +135,32 @@ def workflow_files(project: Project, paths: Sequence[Path] = ()) -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in found if p.name != "ork.yaml" or p in paths))
 
 
-def load_workflow_for_trigger(project: Project, plugins: Plugins, name_or_path: str) -> CompiledWorkflow:
-    """A workflow by file path, or by name among the stored schedules' files and ork.yaml's ``workflows:``."""
+def load_workflow_for_trigger(
+    project: Project, plugins: Plugins, name_or_path: str, storage: Storage | None = None,
+) -> CompiledWorkflow:
+    """A workflow by file path, or by name among ork.yaml's ``workflows:`` and the stored schedules' files.
+
+    `storage` is the database the command works on (``--db``, ``ORK_DB``); without it, the
+    project's own.
+    """
     del plugins  # the project carries them
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         return load_workflow(path, project)
-    from ork_core.storage import open_storage, storage_url
-
     candidates: dict[str, Path] = {}
     for file in workflow_files(project):
         candidates.setdefault(_name_of(file), file)
-    storage = open_storage(storage_url(None, project.dir, project.settings.storage, project.env), project.plugins.registry)
+    own = storage is None
+    if storage is None:
+        from ork_core.storage import open_storage, storage_url
+
+        storage = open_storage(storage_url(None, project.dir, project.settings.storage, project.env), project.plugins.registry)
     try:
         for s in storage.list_schedules():
             candidates.setdefault(s.workflow, Path(s.file))
     finally:
-        storage.close()
+        if own:
+            storage.close()
     if name_or_path not in candidates:
         known = ", ".join(sorted(candidates)) or "none (list workflow files under `workflows:` in ork.yaml)"
         raise OrkError(f"no workflow named {name_or_path!r}{suggest(name_or_path, candidates)}; known: {known}")

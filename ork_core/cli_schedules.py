@@ -147,9 +147,10 @@ def trigger(env: Env, workflow: str, params: tuple[str, ...]) -> None:
 
     with _errors(env):
         project = env.project()
-        compiled = load_workflow_for_trigger(project, env.plugins, workflow)
+        storage = env.storage(project)
+        compiled = load_workflow_for_trigger(project, env.plugins, workflow, storage)
         run_params = coerce_params(compiled, _parse_params(params))
-        run_id = queue_run(env.storage(project), compiled, run_params)
+        run_id = queue_run(storage, compiled, run_params)
     click.echo(run_id)
 
 
@@ -179,7 +180,8 @@ def backfill(env: Env, workflow: str, start: str, end: str, key: str | None, max
 
     with _errors(env):
         project = env.project()
-        compiled = load_workflow_for_trigger(project, env.plugins, workflow)
+        storage = env.storage(project)
+        compiled = load_workflow_for_trigger(project, env.plugins, workflow, storage)
         if not compiled.schedules:
             _fail(f"{compiled.file}: workflow {compiled.name} has no schedule to backfill")
         chosen = [s for s in compiled.schedules if key is None or s.key == key]
@@ -197,7 +199,6 @@ def backfill(env: Env, workflow: str, start: str, end: str, key: str | None, max
         hi = (last if last.tzinfo else last.replace(tzinfo=zone)).timestamp()
         if hi < lo:
             _fail(f"--end {end} is before --start {start}")
-        storage = env.storage(project)
         params = {**compiled.params, **schedule.params}
         created = existing = 0
         unbounded = replace_bounds(schedule)

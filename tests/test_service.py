@@ -123,3 +123,19 @@ def test_a_restarted_scheduler_adopts_the_runs_of_a_killed_one(project: Path, sc
     schedulers.start()
     wait_until(lambda: status(db, run_id) == "success", "the adopted run to succeed")
     assert rows(db, "SELECT attempt FROM tasks WHERE run_id=? AND name='a'", (run_id,)) == [(1,)]
+
+
+def test_trigger_by_name_looks_in_the_database_the_command_uses(project: Path, tmp_path: Path) -> None:
+    from ork_core.storage.base import ScheduleRecord
+    from ork_core.storage.sqlite import SQLiteStorage
+
+    path = write(project / "elsewhere" / "w.yaml", "name: w\ntasks:\n  a: {file: tasks.py, function: quick}\n")
+    write(project / "elsewhere" / "tasks.py", TASKS)
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    storage = SQLiteStorage(url)
+    storage.save_schedules("w", [ScheduleRecord("w", "0", str(path), "@daily", "UTC", False, 1, {}, 0.0)])
+    storage.close()
+    assert ork(project, "trigger", "w").returncode == 2  # not in the project's own database
+    result = ork(project, "--db", url, "trigger", "w")
+    assert result.returncode == 0, result.stderr
+    assert rows(tmp_path / "other.db", "SELECT status FROM runs") == [("queued",)]

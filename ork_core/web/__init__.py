@@ -72,7 +72,7 @@ def build_config(
             if not any(resolved.is_relative_to(root) for root in roots):
                 raise OrkError(f"{name_or_path}: not a workflow of this project (outside {project.dir})")
             name_or_path = str(resolved)
-        return load_workflow_for_trigger(project, plugins, name_or_path)
+        return load_workflow_for_trigger(project, plugins, name_or_path, storage)
 
     return WebConfig(
         storage=storage, token=token, public_reads=public_reads, project=project, plugins=plugins,
