@@ -1117,11 +1117,16 @@ def create_run(
 
 def create_tick_run(
     storage: Storage, workflow: CompiledWorkflow, params: dict[str, Any], run_id: str | None = None,
-    *, claim: bool = False, origin: RunOrigin | None = None, queued: bool = False,
+    *, claim: bool = False, origin: RunOrigin | None = None, queued: bool = False, snapshot_saved: bool = False,
 ) -> str | None:
-    """`create_run`, or None when storage's unique key finds a run for `origin`'s tick already."""
+    """`create_run`, or None when storage's unique key finds a run for `origin`'s tick already.
+
+    `snapshot_saved`: this process stored the workflow's snapshot already (`ork scheduler`,
+    which creates many runs of one version), so that write is skipped.
+    """
     run_id = run_id or new_run_id()
-    storage.save_workflow(workflow.hash, workflow.name, workflow.file, workflow.source, workflow.to_json())
+    if not snapshot_saved:
+        storage.save_workflow(workflow.hash, workflow.name, workflow.file, workflow.source, workflow.to_json())
     created = storage.create_run(
         run_id, workflow.hash, workflow.name, workflow.file, params,
         [(n, t.executor) for n, t in workflow.tasks.items()], time.time(),
