@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ork_core.proctree import RUN_MARKER, marked_processes, signal_group
-from test_process_signals import rows, wait_until
+from servicehelpers import rows, wait_until
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
 
