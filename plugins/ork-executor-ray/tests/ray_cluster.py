@@ -34,6 +34,9 @@ QUIET_ENV: Mapping[str, str] = {
 """Environment for Ray: no usage statistics, no prompts, nothing looked up on the network."""
 
 
+WORKER_PORTS = 200
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -110,19 +113,31 @@ class RayCluster:
     def start(self, timeout: float = 90.0) -> RayCluster:
         # short: Ray's socket paths live under it and a Unix socket path has at most 107 bytes
         self.temp_dir = tempfile.mkdtemp(prefix="orkray-", dir="/tmp")
-        self.port, self.dashboard_port = free_port(), free_port()
-        ray = str(Path(sys.executable).with_name("ray"))
+        # a worker port range that is free now, and every other port distinct and outside it
         low = free_port()
+        while low + WORKER_PORTS >= 65535:
+            low = free_port()
+        taken = set(range(low, low + WORKER_PORTS + 1))
+
+        def port() -> int:
+            while True:
+                chosen = free_port()
+                if chosen not in taken:
+                    taken.add(chosen)
+                    return chosen
+
+        self.port, self.dashboard_port = port(), port()
+        ray = str(Path(sys.executable).with_name("ray"))
         command = [
             ray, "start", "--head", "--block", "--disable-usage-stats",
-            f"--node-ip-address=127.0.0.1", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
+            "--node-ip-address=127.0.0.1", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
             f"--num-cpus={self.num_cpus}", "--num-gpus=0",
             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-            f"--ray-client-server-port={free_port()}", f"--node-manager-port={free_port()}",
-            f"--object-manager-port={free_port()}",
-            f"--min-worker-port={low}", f"--max-worker-port={low + 200}" if low + 200 < 65535 else "--max-worker-port=0",
+            f"--dashboard-agent-listen-port={port()}", f"--dashboard-agent-grpc-port={port()}",
+            f"--metrics-export-port={port()}", f"--runtime-env-agent-port={port()}",
+            f"--ray-client-server-port={port()}", f"--node-manager-port={port()}",
+            f"--object-manager-port={port()}",
+            f"--min-worker-port={low}", f"--max-worker-port={low + WORKER_PORTS}",
         ]
         log = open(Path(self.temp_dir) / "ray-start.log", "wb")
         self.process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
