@@ -49,7 +49,7 @@ def acquire(address: str, namespace: str | None) -> Any:
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"namespace": namespace, "log_to_driver": False, "configure_logging": False}
             if address == "local":
-                kwargs.update(address="local", include_dashboard=False)
+                kwargs.update(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
             else:
                 kwargs["address"] = address
             try:

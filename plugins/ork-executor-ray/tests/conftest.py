@@ -28,15 +28,17 @@ os.environ.update(QUIET_ENV)
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[RayCluster]:
-    import ray
-
     head = RayCluster(num_cpus=4)
     try:
         head.start()
+        os.environ.update(head.auth_env())  # before Ray is imported: for this process and its children
+        import ray
+
         ray.init(address=head.address, log_to_driver=False, configure_logging=False)
         yield head
     finally:
-        ray.shutdown()
+        if "ray" in sys.modules:
+            sys.modules["ray"].shutdown()
         left = head.stop()
     assert not left, f"Ray processes of the test cluster still alive after stop: {left}"
     assert not [p for p in head.pids_seen if alive(p)]

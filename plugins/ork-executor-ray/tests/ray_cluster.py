@@ -10,6 +10,7 @@ including clusters that belong to someone else.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -105,14 +106,31 @@ class RayCluster:
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
+    @property
+    def token_path(self) -> str:
+        return str(Path(self.temp_dir) / "auth_token")
+
+    def auth_env(self) -> dict[str, str]:
+        """Token authentication (Ray's default for new clusters) with a token of this cluster alone.
+
+        Without it Ray would read, or write, ``~/.ray/auth_token``: a file outside the test
+        shared with every other cluster of the user. Clients (``ray.init``, the Job
+        Submission client, ``ork``) find the token through the same variables.
+        """
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_path}
+
     def env(self) -> dict[str, str]:
-        env = {**os.environ, **QUIET_ENV}
+        env = {**os.environ, **QUIET_ENV, **self.auth_env()}
         env.pop("RAY_ADDRESS", None)
+        env.pop("RAY_AUTH_TOKEN", None)
         return env
 
     def start(self, timeout: float = 90.0) -> RayCluster:
         # short: Ray's socket paths live under it and a Unix socket path has at most 107 bytes
         self.temp_dir = tempfile.mkdtemp(prefix="orkray-", dir="/tmp")
+        fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
         # a worker port range that is free now, and every other port distinct and outside it
         low = free_port()
         while low + WORKER_PORTS >= 65535:
@@ -148,16 +166,20 @@ class RayCluster:
                 text = (Path(self.temp_dir) / "ray-start.log").read_text(errors="replace")
                 self.stop()
                 raise RuntimeError(f"ray start exited with {self.process.returncode}:\n{text[-3000:]}")
+            token = Path(self.token_path).read_text().strip()
+            request = urllib.request.Request(f"{self.dashboard_url}/api/version", headers={"Authorization": f"Bearer {token}"})
             try:
-                with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2) as reply:
+                with urllib.request.urlopen(request, timeout=2) as reply:
                     if reply.status == 200:
                         self.pids_seen.update(self.ours())
                         return self
             except OSError:
                 pass
             time.sleep(0.5)
+        logs = sorted(Path(self.temp_dir).glob("session_*/logs/dashboard.*")) + [Path(self.temp_dir) / "ray-start.log"]
+        text = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in logs if p.is_file())
         self.stop()
-        raise RuntimeError(f"the Ray head on {self.address} did not answer within {timeout:g}s")
+        raise RuntimeError(f"the Ray head on {self.address} did not answer within {timeout:g}s\n{text}")
 
     def ours(self) -> set[int]:
         return descendants(set(pids_using(self.temp_dir)) | self.pids_seen)

@@ -142,3 +142,57 @@ def test_validate_names_the_missing_function(proj: RayProject) -> None:
     code, out, err = proj.ork_done("validate", "wf.yaml")
     assert code != 0
     assert "tasks.t.function" in out + err and "did you mean 'numbers'" in out + err
+
+
+def test_ctrl_c_of_ork_run_stops_the_remote_function(proj: RayProject, tmp_path: Path, procs: list) -> None:
+    import signal
+
+    proj.file("funcs.py", FUNCS)
+    beats = tmp_path / "beats"
+    proj.workflow({"slow": _task("beat", path=str(beats))})
+    proc = proj.ork("run", "wf.yaml")
+    procs.append(proc)
+    pid_file = Path(str(beats) + ".pid")
+    deadline = time.monotonic() + 90
+    while not pid_file.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the function never started"
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0, err
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 15
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(pid), "the actor outlived ork's Ctrl-C"
+    size = beats.stat().st_size
+    time.sleep(0.5)
+    assert beats.stat().st_size == size
+
+
+def _ray_daemons() -> set[int]:
+    from ray_cluster import descendants
+
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"raylet" in cmdline or b"gcs_server" in cmdline:
+                found.add(int(entry))
+    return descendants(found)
+
+
+def test_address_local_starts_a_throwaway_cluster_and_ends_it(proj: RayProject) -> None:
+    proj.file("funcs.py", FUNCS)
+    proj.configure(actor={"address": "local", "num_actors": 1, "num_cpus": 0.5})
+    proj.workflow({"numbers": _task("numbers", n=3)})
+    before = _ray_daemons()
+    code, out, err = proj.ork_done("run", "wf.yaml")
+    assert code == 0, out + err
+    time.sleep(1)
+    left = [p for p in _ray_daemons() - before if alive(p)]
+    assert not left, f"the local cluster's processes outlived the run: {left}"
