@@ -91,8 +91,9 @@ class RayActorExecutor:
                 import ork_executor_ray.worker
 
                 # by value: the cluster's workers need neither ork nor this plugin installed
-                cloudpickle.register_pickle_by_value(ork_core._isolated_child)
-                cloudpickle.register_pickle_by_value(ork_executor_ray.worker)
+                by_value: Any = cloudpickle.register_pickle_by_value
+                by_value(ork_core._isolated_child)
+                by_value(ork_executor_ray.worker)
                 self._ray = ray
             return self._ray
 
