@@ -43,8 +43,55 @@ class _Lines(io.TextIOBase):
             self._partial = ""
 
 
+class _Warm:
+    """What a warm actor keeps between tasks: imported task files and argument validators.
+
+    The isolated child makes one call per process, so it imports the task's file and builds
+    a validator per annotation every time; an actor makes thousands, and those two were most
+    of its time per task. A file is imported again when it changed (size or mtime), as a
+    fresh interpreter would see it; a validator is kept per annotation object.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[tuple[str, int, int], Any] = {}
+        self.adapters: dict[int, tuple[Any, Any]] = {}
+        self._import = child.call.__globals__["_import"]
+        self._adapter = child.call.__globals__["_adapter"]
+
+    def install(self) -> None:
+        # the globals `call` reads: its module's dict, or, when Ray sent the module by value,
+        # the dict cloudpickle rebuilt for its functions (setting the module attribute misses it)
+        names = child.call.__globals__
+        names["_import"] = self.import_
+        names["_adapter"] = self.adapter
+
+    def import_(self, request: dict[str, Any], ctx: child.IsolatedContext) -> Any:
+        if not request.get("file"):
+            return self._import(request, ctx)  # importlib caches modules itself
+        try:
+            st = os.stat(ctx.resolve(request["file"]))
+        except OSError:
+            return self._import(request, ctx)  # let it report the missing file
+        key = (str(request["file"]), st.st_mtime_ns, st.st_size)
+        module = self.files.get(key)
+        if module is None:
+            module = self.files[key] = self._import(request, ctx)
+        return module
+
+    def adapter(self, annotation: Any) -> Any:
+        found = self.adapters.get(id(annotation))
+        if found is not None and found[0] is annotation:
+            return found[1]
+        made = self._adapter(annotation)
+        self.adapters[id(annotation)] = (annotation, made)  # holds the annotation: its id stays its own
+        return made
+
+
 class TaskWorker:
     """One warm interpreter of the pool; `call` runs one task at a time (max_concurrency 1)."""
+
+    def __init__(self) -> None:
+        _Warm().install()
 
     def pid(self) -> int:
         return os.getpid()

@@ -50,7 +50,12 @@ class TestRayActorConformance(ExecutorConformance):
         assert output["greeting"] == "hello ray"
 
     def check_stopped(self, result: TaskResult) -> None:
-        pid = int((self.project_dir / "pid").read_text())
+        pid_file = self.project_dir / "pid"
+        if not pid_file.exists():  # cancelled before its actor was up: it must never start now
+            time.sleep(2)
+            assert not pid_file.exists(), "the cancelled task started on its actor afterwards"
+            return
+        pid = int(pid_file.read_text())
         deadline = time.monotonic() + 10
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
