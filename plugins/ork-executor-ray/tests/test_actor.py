@@ -63,6 +63,11 @@ def test_outputs_flow_along_a_dag(proj: RayProject) -> None:
     assert run.tasks["describe"].output == "sum=20"
     assert "stdout: adding 5 values" in proj.logs(run.id, "total")
     assert "task describe saw ['total']" in proj.logs(run.id, "describe")
+    actor = run.tasks["total"].output["pid"]
+    deadline = time.monotonic() + 15
+    while alive(actor) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(actor), "the run's actors must be killed when it ends"
 
 
 def test_an_exception_fails_the_task_with_the_remote_traceback(proj: RayProject) -> None:
@@ -196,3 +201,21 @@ def test_address_local_starts_a_throwaway_cluster_and_ends_it(proj: RayProject) 
     time.sleep(1)
     left = [p for p in _ray_daemons() - before if alive(p)]
     assert not left, f"the local cluster's processes outlived the run: {left}"
+
+
+def test_a_bad_executor_config_names_the_field(proj: RayProject) -> None:
+    proj.file("funcs.py", FUNCS)
+    proj.configure(actor={"num_actors": 0}, job={"dashboard_url": "localhost:8265"})
+    proj.workflow({"a": _task("numbers", n=1), "j": {"executor": "jobs", "entrypoint": "true"}})
+    code, out, err = proj.ork_done("validate", "wf.yaml")
+    assert code != 0
+    assert "executors.actors.config.num_actors" in out + err, out + err
+    assert "executors.jobs.config.dashboard_url" in out + err and "http://" in out + err, out + err
+
+
+def test_python_only_keys_are_refused_with_the_reason(proj: RayProject) -> None:
+    proj.file("funcs.py", FUNCS)
+    proj.workflow({"a": {**_task("numbers", n=1), "isolation": "process"}})
+    code, out, err = proj.ork_done("validate", "wf.yaml")
+    assert code != 0
+    assert "'isolation' is a key of the python executor" in out + err, out + err
