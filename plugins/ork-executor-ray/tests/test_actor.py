@@ -35,6 +35,10 @@ FUNCS = """
                 f.write(".")
             time.sleep(0.05)
 
+    def ork_modules() -> list:
+        import sys
+        return sorted(m for m in sys.modules if m == "ork" or m.startswith(("ork.", "ork_core", "ork_executor_ray")))
+
     def die_once(marker: str) -> int:
         if not Path(marker).exists():
             Path(marker).write_text(str(os.getpid()))
@@ -219,3 +223,11 @@ def test_python_only_keys_are_refused_with_the_reason(proj: RayProject) -> None:
     code, out, err = proj.ork_done("validate", "wf.yaml")
     assert code != 0
     assert "'isolation' is a key of the python executor" in out + err, out + err
+
+
+def test_the_actors_import_neither_ork_nor_the_plugin(proj: RayProject) -> None:
+    """The calling code reaches the actors by value, so a cluster without ork installed works."""
+    proj.file("funcs.py", FUNCS)
+    result, run = proj.run({"mods": _task("ork_modules")})
+    assert result.status == "success", result.errors
+    assert run.tasks["mods"].output == []
