@@ -111,8 +111,16 @@ class RayActorExecutor:
                     value = overrides.get(name, getattr(self.config, name))
                     if value is not None:
                         options[name] = value
-                remote = ray.remote(TaskWorker).options(**options)
-                pool = ActorPool(remote.remote, self.config.num_actors, self._kill)
+                remote = ray.remote(TaskWorker)
+
+                def create() -> Any:
+                    try:
+                        return remote.options(**options).remote()
+                    except Exception as exc:  # noqa: BLE001 - Ray checks options (a runtime_env) here
+                        shown = {k: v for k, v in options.items() if k not in ("max_concurrency", "max_restarts")}
+                        raise TaskError(f"cannot start a Ray actor with {shown}: {_first_line(exc)}") from None
+
+                pool = ActorPool(create, self.config.num_actors, self._kill)
                 self._pools[key] = pool
             return pool
 

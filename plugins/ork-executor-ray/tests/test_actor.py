@@ -35,10 +35,6 @@ FUNCS = """
                 f.write(".")
             time.sleep(0.05)
 
-    def ork_modules() -> list:
-        import sys
-        return sorted(m for m in sys.modules if m == "ork" or m.startswith(("ork.", "ork_core", "ork_executor_ray")))
-
     def die_once(marker: str) -> int:
         if not Path(marker).exists():
             Path(marker).write_text(str(os.getpid()))
@@ -227,7 +223,22 @@ def test_python_only_keys_are_refused_with_the_reason(proj: RayProject) -> None:
 
 def test_the_actors_import_neither_ork_nor_the_plugin(proj: RayProject) -> None:
     """The calling code reaches the actors by value, so a cluster without ork installed works."""
-    proj.file("funcs.py", FUNCS)
-    result, run = proj.run({"mods": _task("ork_modules")})
+    proj.file("mods.py", """
+        import sys
+
+        def ork_modules() -> list:
+            return sorted(m for m in sys.modules if m == "ork" or m.startswith(("ork.", "ork_core", "ork_executor_ray")))
+    """)
+    result, run = proj.run({"mods": {**_task("ork_modules"), "file": "mods.py"}})
     assert result.status == "success", result.errors
     assert run.tasks["mods"].output == []
+
+
+def test_an_actor_that_cannot_start_fails_the_task_with_ray_s_reason(proj: RayProject) -> None:
+    proj.file("funcs.py", FUNCS)
+    task = {**_task("numbers", n=1), "runtime_env": {"working_dir": str(proj.dir / "no-such-folder")}}
+    result, run = proj.run({"t": task})
+    assert result.status == "failed"
+    error = run.tasks["t"].error or ""
+    assert "cannot start a Ray actor" in error or "actor running it died" in error, error
+    assert "no-such-folder" in error, error
