@@ -37,7 +37,13 @@ class RayJobTracker:
     async def poll(self, handles: list[dict[str, Any]]) -> list[JobStatus | BaseException]:
         return await poll_each(handles, self._poll_one, concurrency=8)
 
-    def _poll_one(self, handle: dict[str, Any]) -> JobStatus:
+    def _poll_one(self, handle: dict[str, Any]) -> JobStatus | BaseException:
+        try:
+            return self._status(handle)
+        except Exception as exc:  # noqa: BLE001 - this handle's poll failed, not the batch's
+            return exc
+
+    def _status(self, handle: dict[str, Any]) -> JobStatus:
         sid = str(handle["submission_id"])
         client = self._client(str(handle["dashboard_url"]))
         info = job_info(client, sid)
