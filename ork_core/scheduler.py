@@ -581,6 +581,12 @@ class Scheduler:
         st = self.tasks.get(event.task)
         if st is None or st.status != "deferred" or st.attempt != event.attempt:
             return
+        if event.status is not None and event.status.log:
+            logger = TaskLogger(self.sink, self.run_id, st.spec.name, st.attempt)
+            for line in event.status.log:
+                logger.line("job", line)
+        if event.kind == "log":
+            return
         if event.kind == "poll":
             self._updates.append(
                 TaskUpdate(
