@@ -196,6 +196,25 @@ def task_raised(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} raised by the task"
 
 
+_ORK_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__)) + os.sep
+
+
+def task_traceback(exc: BaseException) -> str:
+    """The traceback of a task's exception from the task's own code on: ork's frames above it are noise.
+
+    The frames by which ork called the task (the scheduler, its worker threads, asyncio) say
+    nothing about what went wrong and would put where ork is installed into every log; an
+    exception raised inside ork itself keeps all its frames.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith((_ORK_DIR, _ASYNCIO_DIR)):
+        tb = tb.tb_next
+    if tb is None:
+        tb = exc.__traceback__
+    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+
+
 def new_run_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
@@ -740,7 +759,7 @@ class Scheduler:
             else:
                 outcome = self._failure(exc, ctx)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt … raised by the task: its failure
-            ctx.log.error("%s", "".join(traceback.format_exception(exc)).rstrip())
+            ctx.log.error("%s", task_traceback(exc))
             outcome = Outcome("failed", error=task_raised(exc))
         self._post("done", (spec.name, attempt, outcome))
 
@@ -763,7 +782,7 @@ class Scheduler:
             return Outcome("failed", error=str(exc), uncertain=True)
         if isinstance(exc, OrkError):  # TaskError and ork's own errors: the message is the point
             return Outcome("failed", error=str(exc))
-        ctx.log.error("%s", "".join(traceback.format_exception(exc)).rstrip())
+        ctx.log.error("%s", task_traceback(exc))
         return Outcome("failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _call(self, executor: object, ctx: Context, spec: CompiledTask, upstream: dict[str, Any], *, adopt: bool) -> Any:
