@@ -8,6 +8,7 @@ thing the same way, whether a scheduler is running or not, on any backend.
 from __future__ import annotations
 
 import glob
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,10 +130,13 @@ def workflow_files(project: Project, paths: Sequence[Path] = ()) -> list[Path]:
                                 and ".ork" not in p.parts)
             else:
                 found.append(path)
+        found = [p.resolve() for p in found]
     else:
+        # glob's answers lie under the (resolved) project folder already: normalising them costs
+        # no system call, where resolve() costs one per path component (`ork scheduler` rescans)
         for pattern in project.settings.workflows:
-            found += sorted(Path(p) for p in glob.glob(str(project.dir / pattern), recursive=True))
-    return list(dict.fromkeys(p.resolve() for p in found if p.name != "ork.yaml" or p in paths))
+            found += sorted(Path(os.path.normpath(p)) for p in glob.glob(str(project.dir / pattern), recursive=True))
+    return list(dict.fromkeys(p for p in found if p.name != "ork.yaml" or p in paths))
 
 
 def load_workflow_for_trigger(

@@ -51,8 +51,10 @@ from ork_core.workflow import CompiledWorkflow, load_workflow, required_params
 
 MAX_TICKS_PER_PASS = 500
 """Runs one pass creates at most: a catch-up of a year of hourly ticks must not stall the loop."""
-RESCAN = 10.0
+RESCAN = 30.0
 """Seconds between looks for new files matching ork.yaml's ``workflows:`` globs."""
+RESTAT = 5.0
+"""Seconds between looks at whether a served file changed (a stat per file: the bulk of an idle pass)."""
 
 
 @dataclass
@@ -142,6 +144,13 @@ class Service:
         self._stop_signal: int | None = None
         self._stop_count = 0
         self._last_scan = -math.inf
+        self._last_stat = -math.inf
+        self._pauses: dict[str, PauseState] | None = None
+        self._earliest = -math.inf
+        """The first due tick over all schedules, as of the last full look at them."""
+        self._version = 0
+        """Counts changes to `schedules` (files read, dropped): a change makes the next pass look at all."""
+        self._earliest_version = -1
         self._saved: set[str] = set()
         """Hashes of the workflow snapshots this process stored: each is written once, not per tick."""
         self._refused: set[str] = set()
@@ -177,6 +186,9 @@ class Service:
                     self.log(f"workflow {old.workflow.name}: {gone} is gone; its schedules stop")
             for file in files:
                 self.served.setdefault(file, Served(file))
+        elif now_real - self._last_stat < RESTAT:
+            return
+        self._last_stat = now_real
         changed = False
         for served in self.served.values():
             stamp = _stamp(served.file)
@@ -233,6 +245,7 @@ class Service:
                 workflow.name, schedule.key, workflow.file, schedule.cron, schedule.timezone, schedule.catchup,
                 schedule.max_active_runs, spec, seen_at,
             ))
+            self._version += 1
             self.schedules[(workflow.name, schedule.key)] = ScheduleState(
                 workflow, schedule, last.get((workflow.name, schedule.key)), seen_at
             )
@@ -241,6 +254,7 @@ class Service:
     def _drop(self, name: str) -> None:
         for key in [k for k in self.schedules if k[0] == name]:
             del self.schedules[key]
+            self._version += 1
 
     # -- ticks -------------------------------------------------------------------------------------
 
@@ -259,6 +273,9 @@ class Service:
 
     def create_due_runs(self, now: float, pauses: dict[str, PauseState]) -> int:
         """Create the runs of every due tick; returns how many were created."""
+        if pauses == self._pauses and now < self._earliest and self._earliest_version == self._version:
+            return 0  # nothing is due, and no pause changed: the usual idle pass does no more
+        self._pauses = pauses
         created = 0
         for (name, key), state in self.schedules.items():
             pause = pauses.get(name)
@@ -288,6 +305,9 @@ class Service:
                     self.log(f"run {run_id} {name}: created for tick {tick.logical_date} (schedule {key})")
             nxt = state.schedule.next_after(max(now, state.last_ts or -math.inf))
             state.next_due = nxt.ts if nxt is not None else None
+        dues = [s.next_due for s in self.schedules.values() if s.next_due is not None]
+        self._earliest = min(dues) if dues else math.inf
+        self._earliest_version = self._version
         return created
 
     # -- runs ----------------------------------------------------------------------------------------

@@ -194,6 +194,7 @@ def test_a_file_edited_to_be_invalid_keeps_its_schedule_and_is_reported(project:
     proc = schedulers.start(env=clock(T0 + 30, 60.0))
     wait_until(lambda: len(ticks(db)) >= 1, "a tick")
     path.write_text(path.read_text().replace('"* * * * *"', '"61 * * * *"'))
+    wait_until(lambda: "is invalid" in schedulers.log(proc), "the scheduler to notice the edit (it looks every 5 s)")
     count = len(ticks(db))
     wait_until(lambda: len(ticks(db)) >= count + 3, "ticks to go on with the last good version")
     code, err = schedulers.stop(proc)

@@ -104,7 +104,7 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN max_active_runs INTEGER;
     CREATE UNIQUE INDEX runs_tick ON runs(workflow_name, schedule, logical_ts) WHERE logical_ts IS NOT NULL;
-    CREATE INDEX runs_unfinished ON runs(status) WHERE status NOT IN ('success', 'failed', 'cancelled');
+    CREATE INDEX runs_unfinished ON runs(created_at) WHERE status NOT IN ('success', 'failed', 'cancelled');
     CREATE INDEX runs_workflow ON runs(workflow_name, created_at);
     CREATE TABLE schedules (
         workflow TEXT NOT NULL, key TEXT NOT NULL, file TEXT NOT NULL, cron TEXT NOT NULL, timezone TEXT NOT NULL,

@@ -34,7 +34,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX runs_tick ON runs(workflow_name, schedule, logical_ts) WHERE logical_ts IS NOT NULL;
     CREATE INDEX runs_created ON runs(created_at, seq);
-    CREATE INDEX runs_unfinished ON runs(status) WHERE status NOT IN ('success', 'failed', 'cancelled');
+    CREATE INDEX runs_unfinished ON runs(created_at) WHERE status NOT IN ('success', 'failed', 'cancelled');
     CREATE INDEX runs_workflow ON runs(workflow_name, created_at);
     CREATE TABLE tasks (
         seq bigint GENERATED ALWAYS AS IDENTITY,
