@@ -8,7 +8,12 @@ per scheduler step, not one per field.
 A run is executed by one process at a time: its `owner` (an opaque token, see
 `ork_core.ownership`) is set by a compare-and-set, `claim_run`, which every backend must make
 atomic against other processes and other machines sharing the database (a conditional
-UPDATE in SQL), and cleared by `release_run`. Every writing method raises
+UPDATE in SQL), and cleared by `release_run`. `ork scheduler` holds its runs through a
+*lease* instead (`claim_runs`, `renew_leases`): a claim that lapses unless its owner renews
+it, so that a scheduler on another machine, which no process check can see, is taken to be
+dead once its lease has run out. Lease times are the database's clock where it has one
+(PostgreSQL), so schedulers on machines whose clocks disagree still agree on when a lease
+ends. Every writing method raises
 `StorageWriteError` (with the database's location and the real error) when a write is
 refused, never the driver's own error.
 """
@@ -208,6 +213,10 @@ class RunRecord:
     error: str | None
     owner: str | None = None
     """The token of the process executing the run, None when no process holds it."""
+    lease_until: float | None = None
+    """When the owner's lease ends (epoch seconds, the database's clock): set by `claim_runs`
+    and `renew_leases`, None for a claim by `claim_run` (`ork run`, `ork resume`), which lasts
+    as long as its process."""
     origin: RunOrigin = RunOrigin()
     managed: bool = False
     """Whether `ork scheduler` runs it (it was created ``queued``), not the command that created it."""
@@ -281,7 +290,29 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def release_run(self, run_id: str, owner: str) -> None:
-        """Clear the run's owner if it is `owner`; a no-op if another process holds it."""
+        """Clear the run's owner (and lease) if it is `owner`; a no-op if another process holds it."""
+
+    @abc.abstractmethod
+    def claim_runs(
+        self, owner: str, lease: float, *, run_ids: Collection[str] | None = None, limit: int = 100,
+    ) -> list[RunRecord]:
+        """Claim, for `lease` seconds, managed unfinished runs that nobody holds or whose lease has ended.
+
+        Oldest first, at most `limit`, only among `run_ids` when given (the caller's choice of
+        which queued runs its limits allow). Atomic per run against every other claimant: a run
+        is claimed by one of several schedulers racing for it, and a run a claimant is busy
+        with is skipped, not waited for (``FOR UPDATE SKIP LOCKED`` on PostgreSQL). A run held
+        by `claim_run` (no lease) is never taken. Returns the claimed runs, without tasks.
+        """
+
+    @abc.abstractmethod
+    def renew_leases(self, owner: str, run_ids: Collection[str], lease: float) -> set[str]:
+        """Extend to `lease` seconds from now the leases `owner` holds on `run_ids`; returns those it still holds.
+
+        A run missing from the result was taken by another process after its lease ended (or
+        by ``ork resume --force``): its old owner must stop it without writing to it again.
+        A run `owner` holds without a lease (through `claim_run`) gets one.
+        """
 
     @abc.abstractmethod
     def write(
