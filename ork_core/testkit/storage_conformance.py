@@ -363,6 +363,29 @@ class StorageConformance:
         stored = {r.id: r.owner for r in self.open().list_runs(100)}
         assert all(stored[run_id] == owner for owner, ids in zip(owners, results) for run_id in ids)
 
+    def test_threads_replacing_a_workflows_schedules_at_once_all_succeed(self) -> None:
+        """Several schedulers starting together each save the schedules of the same workflow."""
+        storages = [self.open() for _ in range(6)]
+        barrier = threading.Barrier(len(storages))
+        errors: list[BaseException] = []
+
+        def save(i: int) -> None:
+            record = ScheduleRecord("w", "0", "wf.yaml", "* * * * *", "UTC", False, None, {"i": i}, float(i))
+            barrier.wait()
+            try:
+                for _ in range(5):
+                    storages[i].save_schedules("w", [record])
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=save, args=(i,)) for i in range(len(storages))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert [(s.workflow, s.key) for s in self.open().list_schedules()] == [("w", "0")]
+
     # -- one run per tick, however many create it ----------------------------------------
 
     def test_threads_racing_for_the_same_ticks_make_one_run_each(self) -> None:

@@ -52,6 +52,8 @@ from ork_storage_postgres.migrations import SCHEMA_VERSION, NewerSchema, migrate
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
+SCHEDULES_LOCK = 0x6F726B73  # "orks": with the workflow's hash, the advisory lock of save_schedules
+
 _BOOL_FIELDS = frozenset({"adopt_first", "managed", "cancel_requested"})
 """Fields the scheduler may send as 0/1 that PostgreSQL keeps as boolean (it casts no int to boolean)."""
 _JSON_FIELDS = frozenset({"output", "handle"})
@@ -319,6 +321,10 @@ class PostgresStorage(Storage):
 
     def save_schedules(self, workflow: str, schedules: Sequence[ScheduleRecord]) -> None:
         with self._writing() as conn, conn.cursor() as cur:
+            # Schedulers starting together replace a workflow's schedules at once: under READ
+            # COMMITTED both DELETEs see nothing to wait for and the second INSERT hits the key.
+            # One at a time per workflow, each replacing what the one before wrote.
+            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SCHEDULES_LOCK, workflow))
             cur.execute("DELETE FROM schedules WHERE workflow = %s", (workflow,))
             cur.executemany(
                 "INSERT INTO schedules(workflow, key, file, cron, timezone, catchup, max_active_runs, spec, updated_at)"
