@@ -181,3 +181,45 @@ def test_a_killed_schedulers_run_is_finished_by_the_other_after_its_lease(
     assert ("a", "success") not in attempts
     assert "adopted from process" in schedulers.log("host-b") and "host-a" in schedulers.log("host-b")
     assert schedulers.stop("host-b") == 128 + signal.SIGTERM
+
+
+def test_a_killed_schedulers_deferred_job_is_tracked_by_the_other_not_submitted_again(
+    project: Path, pg_url: str, schedulers: Schedulers
+) -> None:
+    """The http plugin's test server counts kickoffs: the adopting scheduler polls the job the dead one started."""
+    pytest.importorskip("ork_executor_http")
+    http_tests = Path(__file__).resolve().parents[2] / "ork-executor-http" / "tests"
+    sys.path.insert(0, str(http_tests))
+    try:
+        from http_harness import job_task
+        from http_test_server import JobServer
+    finally:
+        sys.path.remove(str(http_tests))
+    import yaml
+
+    with JobServer() as server:
+        executors = {"jobs": {"type": "http_async", "config": {"base_url": server.url, "timeout": 2}}}
+        write(project / "ork.yaml", yaml.safe_dump({"workflows": ["flows/*.yaml"], "executors": executors}))
+        tasks = {"first": {"file": "tasks.py", "function": "mark"},
+                 "query": {**job_task(job={"outcome": "forever"}, poll_interval=0.1), "depends_on": ["first"]}}
+        write(project / "flows" / "w.yaml", yaml.safe_dump({"name": "w", "tasks": tasks}, sort_keys=False))
+        code, out, err = ork(["trigger", "w"], project, pg_url)
+        assert code == 0, err
+        run_id = out.strip()
+        rec = server.recorder
+        first = schedulers.start("host-a")
+        wait_for(lambda: "r1" in rec.jobs and rec.jobs["r1"].status_requests >= 1, timeout=60)
+        schedulers.start("host-b")
+        wait_for(lambda: "serving" in schedulers.log("host-b"), timeout=60)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        polled = rec.jobs["r1"].status_requests
+        wait_for(lambda: "adopted from" in schedulers.log("host-b"), timeout=30)
+        wait_for(lambda: rec.jobs["r1"].status_requests > polled + 2, timeout=30)  # tracked again, by host-b
+        rec.jobs["r1"].spec["outcome"] = "succeed"
+        wait_for(lambda: query(pg_url, "SELECT status FROM runs WHERE id = %s", (run_id,)) == [("success",)], timeout=60)
+        assert schedulers.stop("host-b") == 128 + signal.SIGTERM
+        assert rec.kickoffs == 1 and list(rec.jobs) == ["r1"] and rec.cancels == []
+        assert marks(project) == [f"{run_id} first"]
+        assert query(pg_url, "SELECT output FROM tasks WHERE run_id = %s AND name = 'query'", (run_id,)) == [
+            ('{"rows": 42, "job": "r1"}',)]
