@@ -349,6 +349,8 @@ class Scheduler:
         """Slots shared with the other runs of this process (`ork scheduler`), if any."""
         self._abandoned = False
         """Set by `abandon`: the claim was lost, so nothing more is written for this run."""
+        self.abandon_reason: str | None = None
+        """Why, when this scheduler found out itself (a fenced write refused), not its caller."""
 
     # -- state changes (buffered, committed by _commit) ----------------------------------
 
@@ -378,7 +380,13 @@ class Scheduler:
             self._pending_task_update.clear()
             return
         if self._updates or logs or metrics:
-            self.storage.write(self._updates, mask_batch(self._updates, logs), metrics)
+            try:
+                self.storage.write(self._updates, mask_batch(self._updates, logs), metrics, owner=self.owner)
+            except RunClaimedError as exc:  # taken over (an ended lease, `ork resume --force`): fenced off
+                self.abandon(str(exc))
+                self._updates, self._notices = [], []
+                self._pending_task_update.clear()
+                return
             self._updates = []
             self._pending_task_update.clear()
         notices, self._notices = self._notices, []
@@ -834,7 +842,7 @@ class Scheduler:
         if self._events is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._post, "stop", signum)
 
-    def abandon(self) -> None:
+    def abandon(self, reason: str | None = None) -> None:
         """Stop at once without writing anything more: another process has taken the run over.
 
         `ork scheduler` calls this when its lease on the run was not renewed in time (it was
@@ -843,7 +851,10 @@ class Scheduler:
         even the ``stopped`` a stop writes. Local process trees are ended, as on a stop, so a
         task does not run twice at once; deferred external jobs are left to the new owner.
         """
+        if self._abandoned:
+            return
         self._abandoned = True
+        self.abandon_reason = reason
         self.sink.mute()
         self.request_stop(signal.SIGTERM)
 
@@ -1018,10 +1029,14 @@ class Scheduler:
         if status == STOPPED:  # not final: no finished_at, no ork_run_finished; `ork resume` continues it
             self._updates.append(RunUpdate(self.run_id, {"status": STOPPED}))
             self._commit()
+            if self._abandoned:  # that commit was fenced off
+                return RunResult(self.run_id, STOPPED, errors, signal=self._stop_signal)
             self.reporter.run_finished(self.run_id, status)
             return RunResult(self.run_id, status, errors, signal=self._stop_signal)
         self._updates.append(RunUpdate(self.run_id, {"status": status, "finished_at": time.time()}))
         self._commit()
+        if self._abandoned:  # that commit was fenced off: the run is not over, it is another's
+            return RunResult(self.run_id, STOPPED, errors)
         self.reporter.run_finished(self.run_id, status)
         self.hooks.run_finished(run_id=self.run_id, workflow_name=self.workflow.name, status=status)
         return RunResult(self.run_id, status, errors)

@@ -12,7 +12,8 @@ Durability comes from storage, not from this process's memory:
   scheduler on any machine claims the run and continues it, with its succeeded tasks kept
   and its deferred jobs tracked again. A scheduler that finds a lease of its own taken (it
   was paused, or cut off from the database, for longer than the lease) abandons that run
-  without writing to it again;
+  without writing to it again: its renewal tells it, or before that its next write, which
+  storage refuses because every step is written fenced by its owner (``write(owner=…)``);
 - `ork trigger`, `ork cancel`, `ork retry` and `ork pause` write to storage, and this process
   reads those writes each pass: no socket, no second channel.
 
@@ -402,7 +403,10 @@ class Service:
         task.add_done_callback(functools.partial(self._ended, record.id))
 
     def _ended(self, run_id: str, task: asyncio.Task[RunResult]) -> None:
-        self.active.pop(run_id, None)
+        ended = self.active.pop(run_id, None)
+        if ended is not None and ended.scheduler.abandon_reason:
+            self.log(f"run {run_id} {ended.record.workflow_name}: another process took it over; stopped here "
+                     f"without writing to it again ({visible(ended.scheduler.abandon_reason)})")
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             self.log(f"run {run_id}: ended by an error of ork: {visible(exc)}; it stays resumable")

@@ -13,7 +13,9 @@ UPDATE in SQL), and cleared by `release_run`. `ork scheduler` holds its runs thr
 it, so that a scheduler on another machine, which no process check can see, is taken to be
 dead once its lease has run out. Lease times are the database's clock where it has one
 (PostgreSQL), so schedulers on machines whose clocks disagree still agree on when a lease
-ends. Every writing method raises
+ends. The scheduler writes its steps fenced (`write(…, owner=…)`): a batch lands only while
+its writer still owns the run, so a claim lost unawares cannot overwrite the new owner's
+state. Every writing method raises
 `StorageWriteError` (with the database's location and the real error) when a write is
 refused, never the driver's own error.
 """
@@ -24,6 +26,8 @@ import abc
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from ork_core.errors import RunClaimedError
 
 TASK_FIELDS = frozenset(
     {
@@ -55,6 +59,18 @@ QUEUED = "queued"
 """A run waiting for `ork scheduler` to start it (a tick, `ork trigger`, a backfill, a retry)."""
 TRIGGERS = ("manual", "schedule", "backfill")
 FINAL_TASK_STATUSES = frozenset({"success", "failed", "skipped", "upstream_failed", "cancelled"})
+
+
+def batch_runs(updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine], metrics: Sequence[Metric]) -> list[str]:
+    """The runs a `write` batch touches, in order, each once (what a fenced write checks)."""
+    return list(dict.fromkeys([u.run_id for u in updates] + [x.run_id for x in logs] + [m.run_id for m in metrics]))
+
+
+def fence_error(run_id: str, owner: str, found: str | None) -> RunClaimedError:
+    return RunClaimedError(
+        f"run {run_id} is no longer held by {owner} (now: {found or 'nobody'}); this batch was not written",
+        run_id=run_id, owner=found,
+    )
 
 
 class JSONText(str):
@@ -316,9 +332,16 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def write(
-        self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = ()
+        self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = (),
+        *, owner: str | None = None,
     ) -> None:
         """Apply a batch in one transaction.
+
+        With `owner`, a fence: the batch is applied only if `owner` still holds every run it
+        touches, checked inside the transaction (under the lock that claims take), and
+        otherwise nothing is written and RunClaimedError is raised. A scheduler whose lease
+        ended while it was paused can then not overwrite what the scheduler that adopted
+        the run has written since, even before its next renewal tells it.
 
         May be called from worker threads. When the database refuses the write (a full disk,
         an I/O error), roll back what is still open and raise StorageWriteError carrying the

@@ -39,6 +39,8 @@ from ork_core.storage.base import (
     Storage,
     TaskRecord,
     TaskUpdate,
+    batch_runs,
+    fence_error,
 )
 
 _MIGRATIONS: list[str] = [
@@ -339,11 +341,18 @@ class SQLiteStorage(Storage):
         return {r[0] for r in rows}
 
     def write(
-        self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = ()
+        self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = (),
+        *, owner: str | None = None,
     ) -> None:
         if not updates and not logs and not metrics:
             return
         with self._writing() as db:
+            if owner is not None:  # under BEGIN IMMEDIATE: no claim can come between this and the writes
+                ids = batch_runs(updates, logs, metrics)
+                marks = ",".join("?" * len(ids))
+                for run_id, found in db.execute(f"SELECT id, owner FROM runs WHERE id IN ({marks})", ids):
+                    if found != owner:
+                        raise fence_error(run_id, owner, found)
             self._apply(updates)
             if logs:
                 db.executemany(

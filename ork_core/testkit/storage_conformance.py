@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ork_core.errors import RunNotFoundError, StorageError
+from ork_core.errors import RunClaimedError, RunNotFoundError, StorageError
 from ork_core.storage.base import (
     QUEUED,
     JSONText,
@@ -327,6 +327,58 @@ class StorageConformance:
         assert storage.renew_leases("A", ["r1"], 30.0) == set()
         assert storage.renew_leases("X", ["r1"], 30.0) == {"r1"}  # a claim_run holder may take a lease
         assert storage.get_run("r1").lease_until is not None
+
+    def test_a_fenced_write_lands_only_while_its_owner_holds_the_run(self) -> None:
+        storage = self.stored()
+        self.create(storage, "r1")
+        self.create(storage, "r2")
+        storage.claim_runs("A", 30.0)
+        line = LogLine("r1", "a", 1, 1.0, "info", "stdout", "x")
+        storage.write([TaskUpdate("r1", "a", {"status": "running"})], [line], owner="A")
+        assert storage.get_run("r1").tasks["a"].status == "running" and len(storage.logs("r1")) == 1
+        assert storage.claim_run("r2", "X", expected="A") == "X"
+        stale = LogLine("r2", "a", 1, 1.0, "info", "stdout", "stale")
+        batches: list[tuple[list[TaskUpdate | RunUpdate], list[LogLine]]] = [
+            ([RunUpdate("r2", {"error": "stale"})], []),
+            ([], [stale]),  # a log line alone is fenced too
+            ([TaskUpdate("r1", "a", {"status": "success"}), RunUpdate("r2", {"error": "stale"})], []),  # all or nothing
+        ]
+        for batch, logs in batches:
+            try:
+                storage.write(batch, logs, owner="A")
+            except RunClaimedError as exc:
+                assert exc.run_id == "r2" and exc.owner == "X"
+            else:
+                raise AssertionError("a write fenced by a lost claim must raise RunClaimedError")
+        r1, r2 = storage.get_run("r1"), storage.get_run("r2")
+        assert r1.tasks["a"].status == "running" and r2.error is None and storage.logs("r2") == []  # nothing of them
+        storage.write([RunUpdate("r2", {"error": "unfenced"})])  # (without an owner: not checked)
+        assert storage.get_run("r2").error == "unfenced"
+
+    def test_no_fenced_write_of_an_old_owner_lands_after_a_new_owner_claimed(self) -> None:
+        """The old owner writing as fast as it can while its lease ends and another claims the run."""
+        first, second = self.stored(), self.open()
+        self.create(first, "r1")
+        first.claim_runs("A", 0.2)
+        refused: list[int] = []
+
+        def old_owner() -> None:
+            for i in range(100_000):
+                try:
+                    first.write([RunUpdate("r1", {"error": f"A{i}"})], owner="A")
+                except RunClaimedError:
+                    refused.append(i)
+                    return
+
+        writer = threading.Thread(target=old_owner)
+        writer.start()
+        time.sleep(0.3)
+        while not second.claim_runs("B", 30.0):  # (a row the writer holds is skipped: try again)
+            time.sleep(0.01)
+        second.write([RunUpdate("r1", {"error": "B"})], owner="B")
+        writer.join(30)
+        assert refused and not writer.is_alive()
+        assert second.get_run("r1").error == "B"
 
     def test_threads_racing_to_claim_runs_claim_each_once(self) -> None:
         storage = self.stored()

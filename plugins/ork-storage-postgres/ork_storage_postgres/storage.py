@@ -46,6 +46,8 @@ from ork_core.storage.base import (
     Storage,
     TaskRecord,
     TaskUpdate,
+    batch_runs,
+    fence_error,
 )
 from ork_storage_postgres.connect import connect
 from ork_storage_postgres.migrations import SCHEMA_VERSION, NewerSchema, migrate
@@ -253,11 +255,21 @@ class PostgresStorage(Storage):
         return {r[0] for r in rows}
 
     def write(
-        self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = ()
+        self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = (),
+        *, owner: str | None = None,
     ) -> None:
         if not updates and not logs and not metrics:
             return
         with self._writing() as conn, conn.cursor() as cur:
+            if owner is not None:
+                # FOR SHARE: a claim (FOR UPDATE, or its UPDATE) of these runs waits for this
+                # batch to commit, and this one waits for a claim in progress, then sees its owner
+                rows = cur.execute(
+                    "SELECT id, owner FROM runs WHERE id = ANY(%s) FOR SHARE", (batch_runs(updates, logs, metrics),)
+                ).fetchall()
+                for run_id, found in rows:
+                    if found != owner:
+                        raise fence_error(run_id, owner, found)
             self._apply(cur, updates)
             if logs:
                 cur.executemany(
