@@ -349,6 +349,11 @@ class Scheduler:
         """Slots shared with the other runs of this process (`ork scheduler`), if any."""
         self._abandoned = False
         """Set by `abandon`: the claim was lost, so nothing more is written for this run."""
+        self.fenced = False
+        """Write every step fenced by this process's claim (`Storage.write`'s `owner`): set by
+        `ork scheduler`, whose lease-held claims can end unawares. An `ork run` claim ends only
+        by ``ork resume --force``, so it skips the check each commit would pay (≈ 0.05 ms a task
+        on SQLite)."""
         self.abandon_reason: str | None = None
         """Why, when this scheduler found out itself (a fenced write refused), not its caller."""
 
@@ -381,7 +386,8 @@ class Scheduler:
             return
         if self._updates or logs or metrics:
             try:
-                self.storage.write(self._updates, mask_batch(self._updates, logs), metrics, owner=self.owner)
+                self.storage.write(self._updates, mask_batch(self._updates, logs), metrics,
+                                   owner=self.owner if self.fenced else None)
             except RunClaimedError as exc:  # taken over (an ended lease, `ork resume --force`): fenced off
                 self.abandon(str(exc))
                 self._updates, self._notices = [], []

@@ -398,6 +398,7 @@ class Service:
                     self.storage.release_run(record.id, self.owner)
             return
         scheduler.kill_grace = self.kill_grace
+        scheduler.fenced = True
         task = asyncio.create_task(scheduler.run(resumed=record.status != QUEUED), name=f"ork-run-{record.id}")
         self.active[record.id] = Active(scheduler, task, record)
         task.add_done_callback(functools.partial(self._ended, record.id))
