@@ -64,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workflows", type=int, default=200)
     parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--log", type=Path, help="Keep the scheduler's log here.")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="ork-bench-scheduler-") as tmp:
@@ -89,6 +90,8 @@ def main() -> None:
             proc.wait(120)
             log.close()
         wall = time.time() - started
+        if args.log:
+            args.log.write_text((folder / "scheduler.log").read_text())
         db = sqlite3.connect(folder / ".ork" / "ork.db")
         runs = db.execute(
             "SELECT r.logical_ts, r.created_at, t.finished_at FROM runs r JOIN tasks t ON t.run_id = r.id"
@@ -99,11 +102,11 @@ def main() -> None:
             per_tick[ts] = per_tick.get(ts, 0) + 1
         committed = [created - ts for ts, created, _ in runs]
         succeeded = [done - ts for ts, _, done in runs if done is not None]
-        quiet: list[float] = []
+        quiet_cpu = quiet_wall = 0.0
         for (w0, c0), (w1, c1) in zip(samples, samples[1:]):
-            into = w0 % 60
-            if 20 <= into and (w1 % 60) <= 55 and w1 - w0 < 5 and int(w0 // 60) == int(w1 // 60):
-                quiet.append((c1 - c0) / (w1 - w0))
+            if 20 <= w0 % 60 and (w1 % 60) <= 55 and w1 - w0 < 5 and int(w0 // 60) == int(w1 // 60):
+                quiet_cpu += c1 - c0
+                quiet_wall += w1 - w0
         print(f"workflows {args.workflows}, scheduler ran {wall:.0f} s, ticks measured {len(per_tick)}")
         print(f"runs per tick: {sorted(set(per_tick.values()))} (every tick must have {args.workflows})")
         if committed:
@@ -112,9 +115,9 @@ def main() -> None:
         if succeeded:
             print(f"tick -> task succeeded: median {statistics.median(succeeded) * 1000:.0f} ms, "
                   f"p99 {percentile(succeeded, 0.99) * 1000:.0f} ms")
-        print(f"CPU: {cpu_total / wall * 60:.2f} s per minute overall; "
-              f"idle between ticks {statistics.median(quiet) * 100 if quiet else float('nan'):.2f} % of one core "
-              f"(median of {len(quiet)} half-second samples)")
+        idle = quiet_cpu / quiet_wall * 100 if quiet_wall else float("nan")
+        print(f"CPU: {cpu_total / wall * 60:.2f} s per minute overall; idle between ticks {idle:.2f} % of one core "
+              f"({quiet_cpu:.2f} s of CPU in {quiet_wall:.0f} s with nothing due)")
         print(f"peak RSS: {rss:.0f} MB")
 
 

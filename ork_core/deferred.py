@@ -56,18 +56,25 @@ class JobStatus:
     metrics: tuple[tuple[str, float, dict[str, str]], ...] = ()
     """``(name, value, labels)`` to record for the task when the job ends: a tracker has no
     ``ctx.metrics``, and after ``ork resume`` no ``run`` call ever sees the job finish."""
+    log: tuple[str, ...] = ()
+    """Lines the job printed since the last poll, added to the task's log (stream ``job``): a
+    tracker has no ``ctx.log``, and a job's output belongs with its task in ``ork logs``."""
 
     @classmethod
-    def running(cls, **details: Any) -> JobStatus:
-        return cls(JobState.RUNNING, details=details)
+    def running(cls, *, log: tuple[str, ...] = (), **details: Any) -> JobStatus:
+        return cls(JobState.RUNNING, details=details, log=tuple(log))
 
     @classmethod
-    def succeeded(cls, output: Any = None, *, metrics: tuple[tuple[str, float, dict[str, str]], ...] = ()) -> JobStatus:
-        return cls(JobState.SUCCEEDED, output=output, metrics=tuple(metrics))
+    def succeeded(
+        cls, output: Any = None, *, metrics: tuple[tuple[str, float, dict[str, str]], ...] = (), log: tuple[str, ...] = ()
+    ) -> JobStatus:
+        return cls(JobState.SUCCEEDED, output=output, metrics=tuple(metrics), log=tuple(log))
 
     @classmethod
-    def failed(cls, error: str, *, metrics: tuple[tuple[str, float, dict[str, str]], ...] = ()) -> JobStatus:
-        return cls(JobState.FAILED, error=error, metrics=tuple(metrics))
+    def failed(
+        cls, error: str, *, metrics: tuple[tuple[str, float, dict[str, str]], ...] = (), log: tuple[str, ...] = ()
+    ) -> JobStatus:
+        return cls(JobState.FAILED, error=error, metrics=tuple(metrics), log=tuple(log))
 
 
 @runtime_checkable

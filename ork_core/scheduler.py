@@ -207,6 +207,25 @@ def task_raised(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} raised by the task"
 
 
+_ORK_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__)) + os.sep
+
+
+def task_traceback(exc: BaseException) -> str:
+    """The traceback of a task's exception from the task's own code on: ork's frames above it are noise.
+
+    The frames by which ork called the task (the scheduler, its worker threads, asyncio) say
+    nothing about what went wrong and would put where ork is installed into every log; an
+    exception raised inside ork itself keeps all its frames.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith((_ORK_DIR, _ASYNCIO_DIR)):
+        tb = tb.tb_next
+    if tb is None:
+        tb = exc.__traceback__
+    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+
+
 def new_run_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
@@ -612,6 +631,12 @@ class Scheduler:
         st = self.tasks.get(event.task)
         if st is None or st.status != "deferred" or st.attempt != event.attempt:
             return
+        if event.status is not None and event.status.log:
+            logger = TaskLogger(self.sink, self.run_id, st.spec.name, st.attempt)
+            for line in event.status.log:
+                logger.line("job", line)
+        if event.kind == "log":
+            return
         if event.kind == "poll":
             self._updates.append(
                 TaskUpdate(
@@ -765,7 +790,7 @@ class Scheduler:
             else:
                 outcome = self._failure(exc, ctx)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt … raised by the task: its failure
-            ctx.log.error("%s", "".join(traceback.format_exception(exc)).rstrip())
+            ctx.log.error("%s", task_traceback(exc))
             outcome = Outcome("failed", error=task_raised(exc))
         self._post("done", (spec.name, attempt, outcome))
 
@@ -788,7 +813,7 @@ class Scheduler:
             return Outcome("failed", error=str(exc), uncertain=True)
         if isinstance(exc, OrkError):  # TaskError and ork's own errors: the message is the point
             return Outcome("failed", error=str(exc))
-        ctx.log.error("%s", "".join(traceback.format_exception(exc)).rstrip())
+        ctx.log.error("%s", task_traceback(exc))
         return Outcome("failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _call(self, executor: object, ctx: Context, spec: CompiledTask, upstream: dict[str, Any], *, adopt: bool) -> Any:
@@ -1175,11 +1200,16 @@ def create_run(
 
 def create_tick_run(
     storage: Storage, workflow: CompiledWorkflow, params: dict[str, Any], run_id: str | None = None,
-    *, claim: bool = False, origin: RunOrigin | None = None, queued: bool = False,
+    *, claim: bool = False, origin: RunOrigin | None = None, queued: bool = False, snapshot_saved: bool = False,
 ) -> str | None:
-    """`create_run`, or None when storage's unique key finds a run for `origin`'s tick already."""
+    """`create_run`, or None when storage's unique key finds a run for `origin`'s tick already.
+
+    `snapshot_saved`: this process stored the workflow's snapshot already (`ork scheduler`,
+    which creates many runs of one version), so that write is skipped.
+    """
     run_id = run_id or new_run_id()
-    storage.save_workflow(workflow.hash, workflow.name, workflow.file, workflow.source, workflow.to_json())
+    if not snapshot_saved:
+        storage.save_workflow(workflow.hash, workflow.name, workflow.file, workflow.source, workflow.to_json())
     created = storage.create_run(
         run_id, workflow.hash, workflow.name, workflow.file, params,
         [(n, t.executor) for n, t in workflow.tasks.items()], time.time(),

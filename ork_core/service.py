@@ -156,6 +156,8 @@ class Service:
         self._stop_signal: int | None = None
         self._stop_count = 0
         self._last_scan = -math.inf
+        self._saved: set[str] = set()
+        """Hashes of the workflow snapshots this process stored: each is written once, not per tick."""
         self._refused: set[str] = set()
         """Runs that could not be started (e.g. a missing snapshot): reported once, not every pass."""
 
@@ -288,7 +290,10 @@ class Service:
                              f"{', '.join(missing)} have no value (set them in the schedule's params)")
                     state.last_ts = tick.ts
                     continue
-                run_id = create_tick_run(self.storage, state.workflow, params, origin=origin, queued=True)
+                saved = state.workflow.hash in self._saved
+                run_id = create_tick_run(self.storage, state.workflow, params, origin=origin, queued=True,
+                                         snapshot_saved=saved)
+                self._saved.add(state.workflow.hash)
                 state.last_ts = tick.ts
                 if run_id is None:
                     self.log(f"workflow {name} schedule {key}: tick {tick.logical_date} has a run already")

@@ -62,7 +62,7 @@ class JobEvent:
 
     task: str
     attempt: int
-    kind: str  # "done" | "poll" | "timeout"
+    kind: str  # "done" | "poll" | "log" | "timeout"
     status: JobStatus | None = None
     error: str | None = None
     polled_at: float = 0.0
@@ -310,6 +310,8 @@ class Triggerer:
             if recovered or polled_at - job.recorded_at >= RECORD_EVERY:
                 job.recorded_at = polled_at
                 self._post(JobEvent(job.task, job.attempt, "poll", result, None, polled_at, 0))
+            elif result.log:
+                self._post(JobEvent(job.task, job.attempt, "log", result, None, polled_at, 0))
         else:
             self.discard(job.task)
             self._post(JobEvent(job.task, job.attempt, "done", result, None, polled_at, 0))

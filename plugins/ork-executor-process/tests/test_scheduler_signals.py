@@ -8,19 +8,37 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from ork_core.proctree import RUN_MARKER, marked_processes, signal_group
-from test_process_signals import rows, wait_until
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
 
 ORK = [sys.executable, "-m", "ork_core"]
+
+
+def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return conn.execute(sql).fetchall()
+    except sqlite3.Error:
+        return []
+
+
+def wait_until(check: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 FLOW = """
     name: trees
