@@ -62,6 +62,8 @@ MAX_TICKS_PER_PASS = 500
 """Runs one pass creates at most: a catch-up of a year of hourly ticks must not stall the loop."""
 RESCAN = 10.0
 """Seconds between looks for new files matching ork.yaml's ``workflows:`` globs."""
+MAX_CLAIMS_PER_PASS = 500
+"""Runs one pass asks storage for at most (oldest first): one claim statement stays small."""
 LEASE = 30.0
 """Seconds a scheduler's claim on a run lasts unless renewed: how long a dead scheduler's runs
 wait before another adopts them. Long enough that a busy database or a pause of the process
@@ -379,7 +381,8 @@ class Service:
             self.renew_leases()  # what resume's claim took gets its lease now, not a pass later
         if not wanted:
             return
-        for record in self.storage.claim_runs(self.owner, self.lease, run_ids=list(wanted), limit=len(wanted)):
+        ids = list(islice(wanted, MAX_CLAIMS_PER_PASS))
+        for record in self.storage.claim_runs(self.owner, self.lease, run_ids=ids, limit=len(ids)):
             before = wanted[record.id].owner
             if before is not None:
                 self.log(f"run {record.id} {record.workflow_name}: adopted from {Owner.parse(before).describe()}, "
