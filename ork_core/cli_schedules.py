@@ -30,13 +30,22 @@ def _utc(ts: float | None) -> str:
               help="Seconds between looks at storage for triggers, pauses and cancels.")
 @click.option("--grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Seconds a stopped task's processes get after SIGTERM before SIGKILL.")
+@click.option("--lease", type=click.FloatRange(min=0.5), default=30.0, show_default=True, envvar="ORK_SCHEDULER_LEASE",
+              help="Seconds this scheduler's claim on a run lasts unless renewed: how long after it dies "
+                   "another scheduler adopts its runs.")
 @pass_env
-def scheduler(env: Env, paths: tuple[Path, ...], concurrency: int | None, poll: float, grace: float) -> None:
+def scheduler(
+    env: Env, paths: tuple[Path, ...], concurrency: int | None, poll: float, grace: float, lease: float,
+) -> None:
     """Create runs when their schedules are due and execute queued runs, until stopped.
 
     Serves the workflow files (or folders) given, or those that ork.yaml's `workflows:`
     globs name. SIGTERM, SIGINT or SIGHUP stops it: no new runs; running tasks' processes
     are ended; external jobs are left running; the next `ork scheduler` continues.
+
+    Several may serve the same workflows on one database (PostgreSQL across machines): each
+    tick becomes one run, each run is executed by one scheduler at a time, and the runs of
+    one that dies are adopted by another once their lease has ended.
     """
     import asyncio
 
@@ -54,7 +63,7 @@ def scheduler(env: Env, paths: tuple[Path, ...], concurrency: int | None, poll: 
             _fail(f"no workflow files found in {', '.join(map(str, paths)) or project.settings.workflows}")
         storage = env.storage(project)
         service = Service(project=project, plugins=env.plugins, storage=storage, paths=paths,
-                          max_concurrency=concurrency, poll=poll, kill_grace=grace)
+                          max_concurrency=concurrency, poll=poll, kill_grace=grace, lease=lease)
         signum = asyncio.run(service.serve())
     storage.close()
     if signum:

@@ -7,6 +7,11 @@ start time, so a pid the kernel handed to an unrelated process after ork was kil
 mistaken for a live owner: a claim from a dead owner is taken by a CAS from that exact
 token, so of two `ork resume` racing after a crash only one wins.
 
+`ork scheduler` adds a lease to its claims (see `ork_core.storage.base`): a process on
+another host cannot be checked from here, so its claim is taken to be alive until its lease
+ends. ``ORK_HOST`` names this host in tokens where the host name does not tell machines, or
+pid namespaces, apart (containers sharing a host name), and lets tests play several hosts.
+
 Storage treats the token as opaque text; only this module reads it.
 """
 
@@ -37,7 +42,7 @@ class Owner:
     def current(cls) -> Owner:
         """This process (computed per call: a forked child is another owner)."""
         pid = os.getpid()
-        return cls(socket.gethostname(), pid, _start_of(pid) or "")
+        return cls(_host(), pid, _start_of(pid) or "")
 
     @classmethod
     def parse(cls, token: str) -> Owner:
@@ -54,7 +59,7 @@ class Owner:
 
     def alive(self) -> bool:
         """Whether the process still runs; a process on another host is assumed alive."""
-        if self.host and self.host != socket.gethostname():
+        if self.host and self.host != _host():
             return True
         if self.pid <= 0:
             return False
@@ -76,6 +81,10 @@ class Owner:
         text = f"process {self.pid} on {'host ' + self.host if self.host else 'this host'}"
         wall = _wall_time(self.started)
         return f"{text} (started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(wall))})" if wall else text
+
+
+def _host() -> str:
+    return os.environ.get("ORK_HOST") or socket.gethostname()
 
 
 def _stat(pid: int) -> tuple[str, str] | None:

@@ -107,9 +107,18 @@ class StorageSink:
         self._on_write_error = on_write_error
         self._chars = 0
         self._char_limit = char_limit
+        self._muted = False
+
+    def mute(self) -> None:
+        """Drop every line and metric from now on: the run is another process's now (`Scheduler.abandon`)."""
+        with self._lock:
+            self._muted = True
+            self._logs, self._metrics, self._chars = [], [], 0
 
     def log(self, run_id: str, task: str, attempt: int, ts: float, level: str, stream: str, line: str) -> None:
         with self._lock:
+            if self._muted:
+                return
             self._logs.append(LogLine(run_id, task, attempt, ts, level, stream, line))
             self._chars += len(line)
             full = (len(self._logs) >= self._limit or self._chars >= self._char_limit) and not self._failed
@@ -129,6 +138,8 @@ class StorageSink:
         self, run_id: str, task: str, attempt: int, ts: float, name: str, value: float, labels: Mapping[str, str]
     ) -> None:
         with self._lock:
+            if self._muted:
+                return
             self._metrics.append(Metric(run_id, task, attempt, ts, name, value, dict(labels)))
 
     def take(self) -> tuple[list[LogLine], list[Metric]]:
@@ -355,6 +366,15 @@ class Scheduler:
         """Set by a second signal: SIGKILL what is left and leave the loop at once."""
         self.shared = shared
         """Slots shared with the other runs of this process (`ork scheduler`), if any."""
+        self._abandoned = False
+        """Set by `abandon`: the claim was lost, so nothing more is written for this run."""
+        self.fenced = False
+        """Write every step fenced by this process's claim (`Storage.write`'s `owner`): set by
+        `ork scheduler`, whose lease-held claims can end unawares. An `ork run` claim ends only
+        by ``ork resume --force``, so it skips the check each commit would pay (≈ 0.05 ms a task
+        on SQLite)."""
+        self.abandon_reason: str | None = None
+        """Why, when this scheduler found out itself (a fenced write refused), not its caller."""
 
     # -- state changes (buffered, committed by _commit) ----------------------------------
 
@@ -379,8 +399,19 @@ class Scheduler:
 
     def _commit(self) -> None:
         logs, metrics = self.sink.take()
+        if self._abandoned:  # the run is another process's: what this one still thinks is not written
+            self._updates, self._notices = [], []
+            self._pending_task_update.clear()
+            return
         if self._updates or logs or metrics:
-            self.storage.write(self._updates, mask_batch(self._updates, logs), metrics)
+            try:
+                self.storage.write(self._updates, mask_batch(self._updates, logs), metrics,
+                                   owner=self.owner if self.fenced else None)
+            except RunClaimedError as exc:  # taken over (an ended lease, `ork resume --force`): fenced off
+                self.abandon(str(exc))
+                self._updates, self._notices = [], []
+                self._pending_task_update.clear()
+                return
             self._updates = []
             self._pending_task_update.clear()
         notices, self._notices = self._notices, []
@@ -842,6 +873,26 @@ class Scheduler:
         if self._events is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._post, "stop", signum)
 
+    def abandon(self, reason: str | None = None) -> None:
+        """Stop at once without writing anything more: another process has taken the run over.
+
+        `ork scheduler` calls this when its lease on the run was not renewed in time (it was
+        paused, or cut off from the database, for longer than the lease) and another
+        scheduler adopted the run: that one now writes its state, so this one must not, not
+        even the ``stopped`` a stop writes. Local process trees are ended, as on a stop, so a
+        task does not run twice at once; deferred external jobs are left to the new owner.
+        """
+        if self._abandoned:
+            return
+        self._abandoned = True
+        self.abandon_reason = reason
+        self.sink.mute()
+        self.request_stop(signal.SIGTERM)
+
+    @property
+    def abandoned(self) -> bool:
+        return self._abandoned
+
     def _stop_all(self, signum: int) -> None:
         if self._stop_signal is not None:
             self._stop_now = True
@@ -937,8 +988,9 @@ class Scheduler:
                 for _ in range(self._running):
                     self.shared.give()
                 self._running = 0
-            with contextlib.suppress(OrkError):  # never hide how the run ended; a dead owner is claimable
-                self.storage.release_run(self.run_id, self.owner)
+            if not self._abandoned:  # (the release of a lost claim would be a no-op anyway)
+                with contextlib.suppress(OrkError):  # never hide how the run ended; a dead owner is claimable
+                    self.storage.release_run(self.run_id, self.owner)
 
     async def _run(self, *, resumed: bool) -> RunResult:
         self._loop = asyncio.get_running_loop()
@@ -1003,13 +1055,19 @@ class Scheduler:
             await self._triggerer.close()
             errors += await self.executors.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._abandoned:  # neither a status nor a hook: the run goes on in the process that took it
+            return RunResult(self.run_id, STOPPED, errors, signal=self._stop_signal)
         if status == STOPPED:  # not final: no finished_at, no ork_run_finished; `ork resume` continues it
             self._updates.append(RunUpdate(self.run_id, {"status": STOPPED}))
             self._commit()
+            if self._abandoned:  # that commit was fenced off
+                return RunResult(self.run_id, STOPPED, errors, signal=self._stop_signal)
             self.reporter.run_finished(self.run_id, status)
             return RunResult(self.run_id, status, errors, signal=self._stop_signal)
         self._updates.append(RunUpdate(self.run_id, {"status": status, "finished_at": time.time()}))
         self._commit()
+        if self._abandoned:  # that commit was fenced off: the run is not over, it is another's
+            return RunResult(self.run_id, STOPPED, errors)
         self.reporter.run_finished(self.run_id, status)
         self.hooks.run_finished(run_id=self.run_id, workflow_name=self.workflow.name, status=status)
         return RunResult(self.run_id, status, errors)

@@ -6,16 +6,25 @@ Durability comes from storage, not from this process's memory:
   schedule, logical date) lets through once, so a scheduler killed at any moment and
   started again creates no second run for a tick, and finds the ticks it has not made yet
   by asking storage for the newest one it did make;
-- every run it executes is claimed (`Storage.claim_run`) and continued as `ork resume`
-  continues one, so a run of a killed scheduler is adopted by the next one, with its
-  succeeded tasks kept and its deferred jobs tracked again;
+- every run it executes is claimed with a lease (`Storage.claim_runs`) that it renews every
+  pass (`Storage.renew_leases`), and continued as `ork resume` continues one. A scheduler
+  killed outright, or a machine gone, stops renewing: once its lease has run out, another
+  scheduler on any machine claims the run and continues it, with its succeeded tasks kept
+  and its deferred jobs tracked again. A scheduler that finds a lease of its own taken (it
+  was paused, or cut off from the database, for longer than the lease) abandons that run
+  without writing to it again: its renewal tells it, or before that its next write, which
+  storage refuses because every step is written fenced by its owner (``write(owner=…)``);
 - `ork trigger`, `ork cancel`, `ork retry` and `ork pause` write to storage, and this process
   reads those writes each pass: no socket, no second channel.
 
-One pass: re-read changed workflow files, create the runs of due ticks, start queued runs
-within each schedule's ``max_active_runs``, adopt managed runs whose process died, pass on
-cancel requests. Between passes it sleeps until the next tick is due, at most `poll`
-seconds (for the commands above), so an idle scheduler costs next to nothing.
+One pass: renew the leases of its runs, re-read changed workflow files, create the runs of
+due ticks, start queued runs within each schedule's ``max_active_runs``, adopt managed runs
+whose lease ended, pass on cancel requests. Between passes it sleeps until the next tick is
+due, at most `poll` seconds (for the commands above) and a third of the lease (so a lease is
+renewed twice before it could end), so an idle scheduler costs next to nothing.
+
+Several schedulers may serve the same workflows on one database: the tick's unique key makes
+each tick one run whichever creates it, and the lease makes each run one scheduler's.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from typing import Any
 from ork_core.actions import workflow_files
 from ork_core.clock import Clock
 from ork_core.display import first_line, visible
-from ork_core.errors import OrkError, RunClaimedError
+from ork_core.errors import OrkError, RunClaimedError, StorageError
 from ork_core.ownership import Owner
 from ork_core.plugins import Plugins
 from ork_core.project import Project
@@ -55,6 +64,12 @@ RESCAN = 30.0
 """Seconds between looks for new files matching ork.yaml's ``workflows:`` globs."""
 RESTAT = 5.0
 """Seconds between looks at whether a served file changed (a stat per file: the bulk of an idle pass)."""
+MAX_CLAIMS_PER_PASS = 500
+"""Runs one pass asks storage for at most (oldest first): one claim statement stays small."""
+LEASE = 30.0
+"""Seconds a scheduler's claim on a run lasts unless renewed: how long a dead scheduler's runs
+wait before another adopts them. Long enough that a busy database or a pause of the process
+does not lose a run to a live scheduler, short enough that adoption is not a long outage."""
 
 
 @dataclass
@@ -127,7 +142,7 @@ class Service:
     def __init__(
         self, *, project: Project, plugins: Plugins, storage: Storage, paths: Sequence[Path] = (),
         log: Callable[[str], None] | None = None, clock: Clock | None = None, poll: float = 1.0,
-        max_concurrency: int | None = None, kill_grace: float = 5.0,
+        max_concurrency: int | None = None, kill_grace: float = 5.0, lease: float = LEASE,
     ) -> None:
         self.project, self.plugins, self.storage = project, plugins, storage
         self.paths = list(paths)
@@ -135,6 +150,7 @@ class Service:
         self.clock = clock or Clock.from_env()
         self.poll = poll
         self.kill_grace = kill_grace
+        self.lease = lease
         self.slots = SharedSlots(max_concurrency or project.settings.max_concurrency)
         self.served: dict[Path, Served] = {}
         self.schedules: dict[tuple[str, str], ScheduleState] = {}
@@ -324,33 +340,76 @@ class Service:
         """Runs that share a limit: a schedule's ticks, or one schedule's backfills (beside the ticks)."""
         return (record.workflow_name, record.origin.schedule, record.origin.trigger == "backfill")
 
+    def renew_leases(self) -> None:
+        """Renew the lease of every run this process executes; abandon those another process took."""
+        ids = [run_id for run_id, a in self.active.items() if not a.task.done() and not a.scheduler.abandoned]
+        if not ids:
+            return
+        try:
+            held = self.storage.renew_leases(self.owner, ids, self.lease)
+        except StorageError as exc:  # the runs go on; a lease that ends meanwhile is found lost next time
+            self.log(f"could not renew the leases of {len(ids)} run(s): {visible(exc)}; trying again next pass")
+            return
+        for run_id in ids:
+            active = self.active.get(run_id)
+            if run_id in held or active is None or active.task.done():
+                continue
+            self.log(f"run {run_id} {active.record.workflow_name}: its lease ended and another process took it; "
+                     "stopping it here without writing to it again")
+            active.scheduler.abandon()
+
     def start_runs(self) -> None:
-        """Start queued runs (oldest first) within their schedule's limit; adopt managed runs left by a dead process."""
+        """Start queued runs (oldest first) within their schedule's limit; adopt managed runs whose owner is gone.
+
+        Which runs to try is this process's choice (limits, order); which it gets is storage's
+        (`claim_runs`): of several schedulers wanting the same run, one claims it, the others
+        skip it. A queued run another scheduler has claimed counts against its limit, so two
+        schedulers do not start two runs of a schedule that allows one.
+        """
         unfinished = self.storage.list_runs(100_000, unfinished=True, oldest_first=True)
         active: dict[tuple[str, str | None, bool], int] = {}
         for record in unfinished:
-            if record.status != QUEUED:
+            if record.status != QUEUED or record.owner is not None:
                 k = self._group(record)
                 active[k] = active.get(k, 0) + 1
+        wanted: dict[str, RunRecord] = {}
+        unleased = False
         for record in unfinished:
             mine = self.active.get(record.id)
             if mine is not None:
                 if record.cancel_requested:
                     mine.scheduler.request_cancel()
                 continue
-            if not record.managed or record.id in self._refused:
+            if not record.managed or record.id in self._refused or record.owner == self.owner:
                 continue
-            if record.owner is not None and (record.owner == self.owner or Owner.parse(record.owner).alive()):
+            if record.owner is not None and not Owner.parse(record.owner).alive():
+                # a process of this host that is gone: no need to wait for its lease to end;
+                # resume's compare-and-set from that owner lets one of several claimants win
+                self._start(record)
+                unleased = True
                 continue
-            if record.status == QUEUED:
+            if record.owner is not None and record.lease_until is None:
+                continue  # held through claim_run (`ork run`, `ork resume`) by a live process
+            if record.status == QUEUED and record.owner is None:
                 limit = self._limit_of(record) if record.origin.trigger != "manual" else None
                 k = self._group(record)
                 if limit is not None and active.get(k, 0) >= limit:
                     continue  # waits, in order: a later tick of the same schedule waits behind it
                 active[k] = active.get(k, 0) + 1
-            self._start(record)
+            wanted[record.id] = record  # unheld, or leased by another: storage knows if that lease ended
+        if unleased:
+            self.renew_leases()  # what resume's claim took gets its lease now, not a pass later
+        if not wanted:
+            return
+        ids = list(islice(wanted, MAX_CLAIMS_PER_PASS))
+        for record in self.storage.claim_runs(self.owner, self.lease, run_ids=ids, limit=len(ids)):
+            before = wanted[record.id].owner
+            if before is not None:
+                self.log(f"run {record.id} {record.workflow_name}: adopted from {Owner.parse(before).describe()}, "
+                         "whose lease ended")
+            self._start(record, claimed=True)
 
-    def _start(self, record: RunRecord) -> None:
+    def _start(self, record: RunRecord, *, claimed: bool = False) -> None:
         label = record.workflow_name + (f" [{record.origin.logical_date}]" if record.origin.logical_date else "")
         try:
             scheduler = resume_scheduler(
@@ -362,14 +421,21 @@ class Service:
         except OrkError as exc:
             self._refused.add(record.id)
             self.log(f"run {record.id} {record.workflow_name}: cannot be started: {visible(exc)}")
+            if claimed:  # not left leased to a process that will not run it
+                with contextlib.suppress(OrkError):
+                    self.storage.release_run(record.id, self.owner)
             return
         scheduler.kill_grace = self.kill_grace
+        scheduler.fenced = True
         task = asyncio.create_task(scheduler.run(resumed=record.status != QUEUED), name=f"ork-run-{record.id}")
         self.active[record.id] = Active(scheduler, task, record)
         task.add_done_callback(functools.partial(self._ended, record.id))
 
     def _ended(self, run_id: str, task: asyncio.Task[RunResult]) -> None:
-        self.active.pop(run_id, None)
+        ended = self.active.pop(run_id, None)
+        if ended is not None and ended.scheduler.abandon_reason:
+            self.log(f"run {run_id} {ended.record.workflow_name}: another process took it over; stopped here "
+                     f"without writing to it again ({visible(ended.scheduler.abandon_reason)})")
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             self.log(f"run {run_id}: ended by an error of ork: {visible(exc)}; it stays resumable")
@@ -381,10 +447,11 @@ class Service:
     # -- the loop ------------------------------------------------------------------------------------
 
     def _sleep_for(self) -> float:
+        most = min(self.poll, self.lease / 3)
         dues = [s.next_due for s in self.schedules.values() if s.next_due is not None]
         if not dues:
-            return self.poll
-        return min(self.poll, self.clock.seconds_until(min(dues)))
+            return most
+        return min(most, self.clock.seconds_until(min(dues)))
 
     async def serve(self) -> int:
         """Serve until a stop signal; returns that signal's number."""
@@ -392,9 +459,10 @@ class Service:
         remove = self._install_signals()
         try:
             self.log(f"ork scheduler {self.owner} on {strip_password(self.storage.url)}, "
-                     f"max_concurrency {self.slots.limit}, clock {_utc(self.clock.now())}")
+                     f"max_concurrency {self.slots.limit}, lease {self.lease:g}s, clock {_utc(self.clock.now())}")
             while self._stop_signal is None:
                 self._wake.clear()
+                self.renew_leases()
                 self.reload(time.monotonic())
                 self.create_due_runs(self.clock.now(), self.storage.pause_states())
                 if self._stop_signal is None:
@@ -411,8 +479,9 @@ class Service:
         for active in list(self.active.values()):
             active.scheduler.request_stop(self._stop_signal)
         tasks = [a.task for a in self.active.values()]
-        if tasks:
-            await asyncio.wait(tasks)
+        while not all(t.done() for t in tasks):  # still leased while they stop: nobody adopts them early
+            await asyncio.wait(tasks, timeout=self.lease / 3)
+            self.renew_leases()
         results = [t.result() for t in tasks if not t.cancelled() and t.exception() is None]
         stopped = sum(1 for r in results if r.status == STOPPED)
         self.log(f"stopped: {stopped} run(s) left resumable; the next `ork scheduler` continues them")

@@ -223,3 +223,62 @@ def test_schedules_lists_what_the_scheduler_serves(project: Path, schedulers: Sc
         ("1", "@hourly", "UTC", True), ("morning", "0 6 * * *", "Europe/Berlin", True)]
     unknown = ork(project, "pause", "ww")
     assert unknown.returncode == 2 and "did you mean" in unknown.stderr
+
+
+MARKS = """
+import os, time
+from pathlib import Path
+from ork import Context
+
+HERE = Path(__file__).parent
+
+def mark(ctx: Context) -> str:
+    fd = os.open(HERE / "marks", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, f"{ctx.run_id} {ctx.task_name}\\n".encode())
+    finally:
+        os.close(fd)
+    return ctx.task_name
+
+def gate(ctx: Context) -> str:
+    while not (HERE / "go").exists():
+        time.sleep(0.02)
+    return mark(ctx)
+"""
+
+
+def test_two_schedulers_on_one_sqlite_file_share_the_ticks_and_the_limit_and_adopt_a_killed_ones_runs(
+    project: Path, schedulers: Schedulers
+) -> None:
+    project_with(project, """
+        name: w
+        schedule: {cron: "* * * * *", catchup: true, start: "2026-06-01T00:00:00+00:00", max_active_runs: 4}
+        tasks:
+          a: {file: marks.py, function: mark}
+          b: {file: marks.py, function: gate, depends_on: [a]}
+        """)
+    write(project / "flows" / "marks.py", MARKS)
+    db = project / ".ork" / "ork.db"
+    now = T0 + 19 * 60 + 30  # 20 ticks to catch up
+    env = clock(now, 1.0)
+    procs = [schedulers.start(env=env), schedulers.start(env=env)]
+    running = "SELECT owner FROM runs WHERE status = 'running'"
+    wait_until(lambda: len(rows(db, running)) >= 4, "four runs waiting at their gate")
+    time.sleep(1.0)  # ten passes each: neither starts a fifth
+    owners = [r[0] for r in rows(db, running)]
+    assert len(owners) == 4 and len(rows(db, "SELECT 1 FROM runs")) == 20, owners
+    victim = next(p for p in procs if any(o.split("/")[1] == str(p.pid) for o in owners))
+    survivor = next(p for p in procs if p is not victim)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed = time.monotonic()
+    (project / "flows" / "go").touch()
+    wait_until(lambda: rows(db, "SELECT COUNT(*) FROM runs WHERE status = 'success'") == [(20,)], "every tick's run",
+               timeout=120)
+    assert time.monotonic() - killed < 20, "waited for the 30 s lease of a process this host can see is gone"
+    assert sorted(ticks(db)) == [T0 + 60 * i for i in range(20)]
+    ran = sorted((project / "flows" / "marks").read_text().splitlines())
+    assert ran == sorted(f"{r[0]} {t}" for r in rows(db, "SELECT id FROM runs") for t in "ab")  # none twice
+    code, log = schedulers.stop(survivor)
+    assert code == 143, log
+    assert "resumed" in log  # the victim's runs, taken at once: its pid is gone from this host

@@ -8,7 +8,14 @@ per scheduler step, not one per field.
 A run is executed by one process at a time: its `owner` (an opaque token, see
 `ork_core.ownership`) is set by a compare-and-set, `claim_run`, which every backend must make
 atomic against other processes and other machines sharing the database (a conditional
-UPDATE in SQL), and cleared by `release_run`. Every writing method raises
+UPDATE in SQL), and cleared by `release_run`. `ork scheduler` holds its runs through a
+*lease* instead (`claim_runs`, `renew_leases`): a claim that lapses unless its owner renews
+it, so that a scheduler on another machine, which no process check can see, is taken to be
+dead once its lease has run out. Lease times are the database's clock where it has one
+(PostgreSQL), so schedulers on machines whose clocks disagree still agree on when a lease
+ends. The scheduler writes its steps fenced (`write(…, owner=…)`): a batch lands only while
+its writer still owns the run, so a claim lost unawares cannot overwrite the new owner's
+state. Every writing method raises
 `StorageWriteError` (with the database's location and the real error) when a write is
 refused, never the driver's own error.
 """
@@ -19,6 +26,8 @@ import abc
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from ork_core.errors import RunClaimedError
 
 TASK_FIELDS = frozenset(
     {
@@ -50,6 +59,18 @@ QUEUED = "queued"
 """A run waiting for `ork scheduler` to start it (a tick, `ork trigger`, a backfill, a retry)."""
 TRIGGERS = ("manual", "schedule", "backfill")
 FINAL_TASK_STATUSES = frozenset({"success", "failed", "skipped", "upstream_failed", "cancelled"})
+
+
+def batch_runs(updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine], metrics: Sequence[Metric]) -> list[str]:
+    """The runs a `write` batch touches, in order, each once (what a fenced write checks)."""
+    return list(dict.fromkeys([u.run_id for u in updates] + [x.run_id for x in logs] + [m.run_id for m in metrics]))
+
+
+def fence_error(run_id: str, owner: str, found: str | None) -> RunClaimedError:
+    return RunClaimedError(
+        f"run {run_id} is no longer held by {owner} (now: {found or 'nobody'}); this batch was not written",
+        run_id=run_id, owner=found,
+    )
 
 
 class JSONText(str):
@@ -208,6 +229,10 @@ class RunRecord:
     error: str | None
     owner: str | None = None
     """The token of the process executing the run, None when no process holds it."""
+    lease_until: float | None = None
+    """When the owner's lease ends (epoch seconds, the database's clock): set by `claim_runs`
+    and `renew_leases`, None for a claim by `claim_run` (`ork run`, `ork resume`), which lasts
+    as long as its process."""
     origin: RunOrigin = RunOrigin()
     managed: bool = False
     """Whether `ork scheduler` runs it (it was created ``queued``), not the command that created it."""
@@ -281,13 +306,42 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def release_run(self, run_id: str, owner: str) -> None:
-        """Clear the run's owner if it is `owner`; a no-op if another process holds it."""
+        """Clear the run's owner (and lease) if it is `owner`; a no-op if another process holds it."""
+
+    @abc.abstractmethod
+    def claim_runs(
+        self, owner: str, lease: float, *, run_ids: Collection[str] | None = None, limit: int = 100,
+    ) -> list[RunRecord]:
+        """Claim, for `lease` seconds, managed unfinished runs that nobody holds or whose lease has ended.
+
+        Oldest first, at most `limit`, only among `run_ids` when given (the caller's choice of
+        which queued runs its limits allow). Atomic per run against every other claimant: a run
+        is claimed by one of several schedulers racing for it, and a run a claimant is busy
+        with is skipped, not waited for (``FOR UPDATE SKIP LOCKED`` on PostgreSQL). A run held
+        by `claim_run` (no lease) is never taken. Returns the claimed runs, without tasks.
+        """
+
+    @abc.abstractmethod
+    def renew_leases(self, owner: str, run_ids: Collection[str], lease: float) -> set[str]:
+        """Extend to `lease` seconds from now the leases `owner` holds on `run_ids`; returns those it still holds.
+
+        A run missing from the result was taken by another process after its lease ended (or
+        by ``ork resume --force``): its old owner must stop it without writing to it again.
+        A run `owner` holds without a lease (through `claim_run`) gets one.
+        """
 
     @abc.abstractmethod
     def write(
-        self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = ()
+        self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = (),
+        *, owner: str | None = None,
     ) -> None:
         """Apply a batch in one transaction.
+
+        With `owner`, a fence: the batch is applied only if `owner` still holds every run it
+        touches, checked inside the transaction (under the lock that claims take), and
+        otherwise nothing is written and RunClaimedError is raised. A scheduler whose lease
+        ended while it was paused can then not overwrite what the scheduler that adopted
+        the run has written since, even before its next renewal tells it.
 
         May be called from worker threads. When the database refuses the write (a full disk,
         an I/O error), roll back what is still open and raise StorageWriteError carrying the

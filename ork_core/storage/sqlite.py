@@ -39,6 +39,8 @@ from ork_core.storage.base import (
     Storage,
     TaskRecord,
     TaskUpdate,
+    batch_runs,
+    fence_error,
 )
 
 _MIGRATIONS: list[str] = [
@@ -112,6 +114,10 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (workflow, key)
     );
     CREATE TABLE pauses (workflow TEXT PRIMARY KEY, paused INTEGER NOT NULL, changed_at REAL NOT NULL);
+    """,
+    # 5: leases: `ork scheduler` holds a run only as long as it keeps renewing its lease
+    """
+    ALTER TABLE runs ADD COLUMN lease_until REAL;
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -277,7 +283,9 @@ class SQLiteStorage(Storage):
         # The UPDATE runs under SQLite's write lock: the compare-and-set.
         with self._writing() as db:
             cursor = db.execute(
-                "UPDATE runs SET owner=? WHERE id=? AND (owner IS ? OR owner=?)", (owner, run_id, expected, owner)
+                # a claim that changes hands drops the old owner's lease; one kept keeps its own
+                "UPDATE runs SET owner=?, lease_until=CASE WHEN owner=? THEN lease_until END"
+                " WHERE id=? AND (owner IS ? OR owner=?)", (owner, owner, run_id, expected, owner)
             )
             if cursor.rowcount:
                 return owner
@@ -289,14 +297,62 @@ class SQLiteStorage(Storage):
 
     def release_run(self, run_id: str, owner: str) -> None:
         with self._writing() as db:
-            db.execute("UPDATE runs SET owner=NULL WHERE id=? AND owner=?", (run_id, owner))
+            db.execute("UPDATE runs SET owner=NULL, lease_until=NULL WHERE id=? AND owner=?", (run_id, owner))
+
+    def claim_runs(
+        self, owner: str, lease: float, *, run_ids: Collection[str] | None = None, limit: int = 100,
+    ) -> list[RunRecord]:
+        # BEGIN IMMEDIATE holds SQLite's one write lock from the SELECT to the UPDATE: no other
+        # process can claim, renew or release between them, so the SELECT's answer still holds.
+        if run_ids is not None and not run_ids:
+            return []
+        with self._writing() as db:
+            now = time.time()
+            where = ("managed=1 AND status NOT IN ('success','failed','cancelled')"
+                     " AND (owner IS NULL OR (lease_until IS NOT NULL AND lease_until < ?))")
+            args: list[Any] = [now]
+            if run_ids is not None:
+                ids = list(run_ids)
+                where += f" AND id IN ({','.join('?' * len(ids))})"
+                args.extend(ids)
+            rows = db.execute(
+                f"SELECT id FROM runs WHERE {where} ORDER BY created_at, rowid LIMIT ?", (*args, limit)
+            ).fetchall()
+            claimed = [r[0] for r in rows]
+            if not claimed:
+                return []
+            marks = ",".join("?" * len(claimed))
+            db.execute(f"UPDATE runs SET owner=?, lease_until=? WHERE id IN ({marks})", (owner, now + lease, *claimed))
+            records = db.execute(
+                f"SELECT {self._RUN_COLS} FROM runs WHERE id IN ({marks}) ORDER BY created_at, rowid", claimed
+            ).fetchall()
+        return [self._run(r) for r in records]
+
+    def renew_leases(self, owner: str, run_ids: Collection[str], lease: float) -> set[str]:
+        if not run_ids:
+            return set()
+        ids = list(run_ids)
+        marks = ",".join("?" * len(ids))
+        with self._writing() as db:
+            rows = db.execute(
+                f"UPDATE runs SET lease_until=? WHERE owner=? AND id IN ({marks}) RETURNING id",
+                (time.time() + lease, owner, *ids),
+            ).fetchall()
+        return {r[0] for r in rows}
 
     def write(
-        self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = ()
+        self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = (),
+        *, owner: str | None = None,
     ) -> None:
         if not updates and not logs and not metrics:
             return
         with self._writing() as db:
+            if owner is not None:  # under BEGIN IMMEDIATE: no claim can come between this and the writes
+                ids = batch_runs(updates, logs, metrics)
+                marks = ",".join("?" * len(ids))
+                for run_id, found in db.execute(f"SELECT id, owner FROM runs WHERE id IN ({marks})", ids):
+                    if found != owner:
+                        raise fence_error(run_id, owner, found)
             self._apply(updates)
             if logs:
                 db.executemany(
@@ -401,7 +457,7 @@ class SQLiteStorage(Storage):
         return RunRecord(
             id=row[0], workflow_hash=row[1], workflow_name=row[2], workflow_file=row[3], params=json.loads(row[4]),
             status=row[5], created_at=row[6], started_at=row[7], finished_at=row[8], pid=row[9], error=row[10],
-            owner=row[11],
+            owner=row[11], lease_until=row[21],
             origin=RunOrigin(row[12], row[13], row[14], row[15], row[16], row[17], row[20]),
             managed=bool(row[18]), cancel_requested=bool(row[19]),
         )
@@ -409,7 +465,7 @@ class SQLiteStorage(Storage):
     _RUN_COLS = (
         "id, workflow_hash, workflow_name, workflow_file, params, status, created_at, started_at, finished_at, pid, error,"
         " owner, triggered_by, schedule, logical_ts, logical_date, interval_start, interval_end, managed, cancel_requested,"
-        " max_active_runs"
+        " max_active_runs, lease_until"
     )
     _TASK_COLS = (
         "run_id, name, executor, status, attempt, try_number, started_at, finished_at, output, error, idempotency_key,"

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ork_core.errors import RunNotFoundError, StorageError
+from ork_core.errors import RunClaimedError, RunNotFoundError, StorageError
 from ork_core.storage.base import (
     QUEUED,
     JSONText,
@@ -54,6 +54,11 @@ while not os.path.exists(go):
 storage = cls(os.environ["ORK_CONFORMANCE_URL"])
 if action == "claim":
     print(json.dumps(storage.claim_run("r1", sys.argv[4], expected=None)))
+elif action == "claim_runs":
+    mine = []
+    while batch := storage.claim_runs(sys.argv[4], 30.0, limit=3):
+        mine += [r.id for r in batch]
+    print(json.dumps(mine))
 elif action == "ticks":
     won = [ts for ts in range(0, 3000, 60) if storage.create_run(
         f"{sys.argv[4]}-{ts}", "h", "w", "wf.yaml", {}, [("a", "python")], 1.0,
@@ -266,6 +271,172 @@ class StorageConformance:
         assert len(winners) == 1, results
         assert set(results) == set(winners)
         assert self.open().get_run("r1").owner == winners[0]
+
+    # -- leases (several `ork scheduler`s) --------------------------------------------------
+
+    def test_claim_runs_takes_unheld_managed_runs_oldest_first_with_a_lease(self) -> None:
+        storage = self.stored()
+        for i, run_id in enumerate(["q1", "q2", "q3", "q4"]):
+            self.create(storage, run_id, now=10.0 + i)
+        self.create(storage, "mine", status="pending", now=1.0)  # `ork run`'s: never a scheduler's
+        self.create(storage, "held", now=2.0)
+        assert storage.claim_run("held", "h/9/b:9", expected=None) == "h/9/b:9"
+        storage.write([RunUpdate("q4", {"status": "success"})])
+        before = time.time()
+        got = storage.claim_runs("A", 30.0, limit=1)
+        assert [r.id for r in got] == ["q1"] and got[0].owner == "A"
+        assert got[0].lease_until is not None and before + 25 < got[0].lease_until < time.time() + 35
+        assert [r.id for r in storage.claim_runs("A", 30.0, run_ids=["q3", "mine", "held", "q4"])] == ["q3"]
+        assert storage.claim_runs("B", 30.0, run_ids=[]) == []
+        assert [r.id for r in self.open().claim_runs("B", 30.0)] == ["q2"]
+        assert self.open().claim_runs("C", 30.0) == []
+        runs = {r.id: r for r in storage.list_runs(10)}
+        assert {k: r.owner for k, r in runs.items()} == {
+            "q1": "A", "q2": "B", "q3": "A", "q4": None, "mine": None, "held": "h/9/b:9"}
+        assert runs["held"].lease_until is None and storage.get_run("q2").lease_until == runs["q2"].lease_until
+
+    def test_an_ended_lease_is_taken_over_and_its_old_owner_is_told(self) -> None:
+        one, two = self.stored(), self.open()
+        self.create(one, "r1")
+        self.create(one, "r2")
+        assert {r.id for r in one.claim_runs("A", 0.3)} == {"r1", "r2"}
+        assert two.claim_runs("B", 30.0) == []  # not ended yet
+        assert one.renew_leases("A", ["r1"], 0.3) == {"r1"}
+        time.sleep(0.5)
+        assert [r.id for r in two.claim_runs("B", 30.0, run_ids=["r1"])] == ["r1"]
+        assert one.renew_leases("A", ["r1", "r2", "nope"], 30.0) == {"r2"}  # r1 is B's now: stop it
+        assert two.renew_leases("B", ["r1"], 30.0) == {"r1"}
+        assert two.claim_runs("B", 30.0) == []  # r2's lease was renewed in time
+        one.release_run("r1", "A")  # not A's any more: nothing happens
+        assert one.get_run("r1").owner == "B"
+        two.release_run("r1", "B")
+        released = one.get_run("r1")
+        assert released.owner is None and released.lease_until is None
+        assert one.renew_leases("A", [], 30.0) == set()
+
+    def test_claim_run_keeps_its_owners_lease_and_drops_one_it_takes(self) -> None:
+        storage = self.stored()
+        self.create(storage, "r1")
+        [claimed] = storage.claim_runs("A", 0.2)
+        assert storage.claim_run("r1", "A", expected=None) == "A"  # Scheduler.run, after the service's claim
+        assert storage.get_run("r1").lease_until == claimed.lease_until
+        assert storage.claim_run("r1", "X", expected="A") == "X"  # `ork resume --force`
+        assert storage.get_run("r1").lease_until is None
+        time.sleep(0.3)
+        assert storage.claim_runs("B", 30.0) == []  # a claim without a lease lasts as long as its process
+        assert storage.renew_leases("A", ["r1"], 30.0) == set()
+        assert storage.renew_leases("X", ["r1"], 30.0) == {"r1"}  # a claim_run holder may take a lease
+        assert storage.get_run("r1").lease_until is not None
+
+    def test_a_fenced_write_lands_only_while_its_owner_holds_the_run(self) -> None:
+        storage = self.stored()
+        self.create(storage, "r1")
+        self.create(storage, "r2")
+        storage.claim_runs("A", 30.0)
+        line = LogLine("r1", "a", 1, 1.0, "info", "stdout", "x")
+        storage.write([TaskUpdate("r1", "a", {"status": "running"})], [line], owner="A")
+        assert storage.get_run("r1").tasks["a"].status == "running" and len(storage.logs("r1")) == 1
+        assert storage.claim_run("r2", "X", expected="A") == "X"
+        stale = LogLine("r2", "a", 1, 1.0, "info", "stdout", "stale")
+        batches: list[tuple[list[TaskUpdate | RunUpdate], list[LogLine]]] = [
+            ([RunUpdate("r2", {"error": "stale"})], []),
+            ([], [stale]),  # a log line alone is fenced too
+            ([TaskUpdate("r1", "a", {"status": "success"}), RunUpdate("r2", {"error": "stale"})], []),  # all or nothing
+        ]
+        for batch, logs in batches:
+            try:
+                storage.write(batch, logs, owner="A")
+            except RunClaimedError as exc:
+                assert exc.run_id == "r2" and exc.owner == "X"
+            else:
+                raise AssertionError("a write fenced by a lost claim must raise RunClaimedError")
+        r1, r2 = storage.get_run("r1"), storage.get_run("r2")
+        assert r1.tasks["a"].status == "running" and r2.error is None and storage.logs("r2") == []  # nothing of them
+        storage.write([RunUpdate("r2", {"error": "unfenced"})])  # (without an owner: not checked)
+        assert storage.get_run("r2").error == "unfenced"
+
+    def test_no_fenced_write_of_an_old_owner_lands_after_a_new_owner_claimed(self) -> None:
+        """The old owner writing as fast as it can while its lease ends and another claims the run."""
+        first, second = self.stored(), self.open()
+        self.create(first, "r1")
+        first.claim_runs("A", 0.2)
+        refused: list[int] = []
+
+        def old_owner() -> None:
+            for i in range(100_000):
+                try:
+                    first.write([RunUpdate("r1", {"error": f"A{i}"})], owner="A")
+                except RunClaimedError:
+                    refused.append(i)
+                    return
+
+        writer = threading.Thread(target=old_owner)
+        writer.start()
+        time.sleep(0.3)
+        while not second.claim_runs("B", 30.0):  # (a row the writer holds is skipped: try again)
+            time.sleep(0.01)
+        second.write([RunUpdate("r1", {"error": "B"})], owner="B")
+        writer.join(30)
+        assert refused and not writer.is_alive()
+        assert second.get_run("r1").error == "B"
+
+    def test_threads_racing_to_claim_runs_claim_each_once(self) -> None:
+        storage = self.stored()
+        for i in range(40):
+            self.create(storage, f"r{i:02}", now=float(i))
+        storages = [self.open() for _ in range(6)]
+        barrier = threading.Barrier(len(storages))
+        claimed: dict[str, list[str]] = {}
+
+        def claim(i: int) -> None:
+            barrier.wait()
+            mine = claimed.setdefault(f"o/{i}", [])
+            while batch := storages[i].claim_runs(f"o/{i}", 30.0, limit=3):
+                mine += [r.id for r in batch]
+
+        threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(storages))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        every = [run_id for ids in claimed.values() for run_id in ids]
+        assert sorted(every) == [f"r{i:02}" for i in range(40)], claimed  # each once, none lost
+        owners = {r.id: r.owner for r in storage.list_runs(100)}
+        assert all(owners[run_id] == owner for owner, ids in claimed.items() for run_id in ids)
+
+    def test_processes_racing_to_claim_runs_claim_each_once(self) -> None:
+        storage = self.stored()
+        for i in range(30):
+            self.create(storage, f"r{i:02}", now=float(i))
+        owners = [f"host/{i}/boot:{i}" for i in range(self.processes)]
+        results = [json.loads(out) for out in self.children("claim_runs", *[[o] for o in owners])]
+        every = sorted(run_id for ids in results for run_id in ids)
+        assert every == [f"r{i:02}" for i in range(30)], results
+        stored = {r.id: r.owner for r in self.open().list_runs(100)}
+        assert all(stored[run_id] == owner for owner, ids in zip(owners, results) for run_id in ids)
+
+    def test_threads_replacing_a_workflows_schedules_at_once_all_succeed(self) -> None:
+        """Several schedulers starting together each save the schedules of the same workflow."""
+        storages = [self.open() for _ in range(6)]
+        barrier = threading.Barrier(len(storages))
+        errors: list[BaseException] = []
+
+        def save(i: int) -> None:
+            record = ScheduleRecord("w", "0", "wf.yaml", "* * * * *", "UTC", False, None, {"i": i}, float(i))
+            barrier.wait()
+            try:
+                for _ in range(5):
+                    storages[i].save_schedules("w", [record])
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=save, args=(i,)) for i in range(len(storages))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert [(s.workflow, s.key) for s in self.open().list_schedules()] == [("w", "0")]
 
     # -- one run per tick, however many create it ----------------------------------------
 

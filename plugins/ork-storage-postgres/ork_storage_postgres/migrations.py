@@ -5,8 +5,8 @@ every version applied. They run in one transaction under a transaction-level adv
 so two ork processes starting on an empty database migrate it once (the second waits, then
 finds the version current), and a migration that fails leaves the database as it was.
 
-Later needs go in new entries, never by editing a released one: several schedulers, for
-instance, will add a lease (``ALTER TABLE runs ADD COLUMN lease_expires_at double precision``).
+Later needs go in new entries, never by editing a released one (2: the lease of several
+schedulers).
 """
 
 from __future__ import annotations
@@ -71,6 +71,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (workflow, key)
     );
     CREATE TABLE pauses (workflow text PRIMARY KEY, paused boolean NOT NULL, changed_at double precision NOT NULL);
+    """,
+    # 2: leases (SQLite's migration 5): `ork scheduler` holds a run as long as it renews its lease
+    """
+    ALTER TABLE runs ADD COLUMN lease_until double precision;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -7,8 +7,11 @@ from text is the column list of an update, checked against the contract's field 
 
 What makes sharing safe is in the database, not in this process: `claim_run` is one
 conditional UPDATE (a second claimant blocks on the row, then re-checks the owner and finds
-it taken), and one run per tick is the ``runs_tick`` unique index that ``INSERT … ON
-CONFLICT DO NOTHING`` consults.
+it taken); `claim_runs` locks its candidates with ``FOR UPDATE SKIP LOCKED`` (the technique
+of Airflow's HA scheduler), so schedulers claiming at once split the runs between them
+instead of queueing on each other's rows; leases are stamped and compared with the server's
+clock (``clock_timestamp()``), never a client's; and one run per tick is the ``runs_tick``
+unique index that ``INSERT … ON CONFLICT DO NOTHING`` consults.
 """
 
 from __future__ import annotations
@@ -43,11 +46,15 @@ from ork_core.storage.base import (
     Storage,
     TaskRecord,
     TaskUpdate,
+    batch_runs,
+    fence_error,
 )
 from ork_storage_postgres.connect import connect
 from ork_storage_postgres.migrations import SCHEMA_VERSION, NewerSchema, migrate
 
 Connection = psycopg.Connection[tuple[Any, ...]]
+
+SCHEDULES_LOCK = 0x6F726B73  # "orks": with the workflow's hash, the advisory lock of save_schedules
 
 _BOOL_FIELDS = frozenset({"adopt_first", "managed", "cancel_requested"})
 """Fields the scheduler may send as 0/1 that PostgreSQL keeps as boolean (it casts no int to boolean)."""
@@ -56,7 +63,7 @@ _JSON_FIELDS = frozenset({"output", "handle"})
 _RUN_COLS = (
     "id, workflow_hash, workflow_name, workflow_file, params, status, created_at, started_at, finished_at, pid, error,"
     " owner, triggered_by, schedule, logical_ts, logical_date, interval_start, interval_end, managed, cancel_requested,"
-    " max_active_runs"
+    " max_active_runs, lease_until"
 )
 _TASK_COLS = (
     "run_id, name, executor, status, attempt, try_number, started_at, finished_at, output, error, idempotency_key,"
@@ -199,7 +206,9 @@ class PostgresStorage(Storage):
         # on the committed owner: exactly one of two claimants that read the same owner wins.
         with self._writing() as conn:
             row = conn.execute(
-                "UPDATE runs SET owner = %(owner)s WHERE id = %(id)s"
+                # a claim that changes hands drops the old owner's lease; one kept keeps its own
+                "UPDATE runs SET owner = %(owner)s,"
+                " lease_until = CASE WHEN owner = %(owner)s THEN lease_until END WHERE id = %(id)s"
                 " AND (owner IS NOT DISTINCT FROM %(expected)s OR owner = %(owner)s) RETURNING owner",
                 {"owner": owner, "id": run_id, "expected": expected},
             ).fetchone()
@@ -213,14 +222,54 @@ class PostgresStorage(Storage):
 
     def release_run(self, run_id: str, owner: str) -> None:
         with self._writing() as conn:
-            conn.execute("UPDATE runs SET owner = NULL WHERE id = %s AND owner = %s", (run_id, owner))
+            conn.execute("UPDATE runs SET owner = NULL, lease_until = NULL WHERE id = %s AND owner = %s", (run_id, owner))
+
+    def claim_runs(
+        self, owner: str, lease: float, *, run_ids: Collection[str] | None = None, limit: int = 100,
+    ) -> list[RunRecord]:
+        if run_ids is not None and not run_ids:
+            return []
+        only = sql.SQL("AND id = ANY(%(ids)s)") if run_ids is not None else sql.SQL("")
+        query = sql.SQL(
+            "WITH candidates AS ("
+            " SELECT id AS cid FROM runs WHERE managed AND status NOT IN ('success', 'failed', 'cancelled')"
+            " AND (owner IS NULL OR lease_until < extract(epoch FROM clock_timestamp())) {}"
+            " ORDER BY created_at, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+            " UPDATE runs SET owner = %(owner)s, lease_until = extract(epoch FROM clock_timestamp()) + %(lease)s"
+            " FROM candidates WHERE runs.id = candidates.cid RETURNING {}"
+        ).format(only, sql.SQL(_RUN_COLS))
+        args = {"owner": owner, "lease": lease, "limit": limit, "ids": list(run_ids or ())}
+        with self._writing() as conn:
+            rows = conn.execute(query, args).fetchall()
+        return sorted((_run(r) for r in rows), key=lambda r: r.created_at)
+
+    def renew_leases(self, owner: str, run_ids: Collection[str], lease: float) -> set[str]:
+        if not run_ids:
+            return set()
+        with self._writing() as conn:
+            rows = conn.execute(
+                "UPDATE runs SET lease_until = extract(epoch FROM clock_timestamp()) + %s"
+                " WHERE owner = %s AND id = ANY(%s) RETURNING id",
+                (lease, owner, list(run_ids)),
+            ).fetchall()
+        return {r[0] for r in rows}
 
     def write(
-        self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = ()
+        self, updates: Sequence[TaskUpdate | RunUpdate], logs: Sequence[LogLine] = (), metrics: Sequence[Metric] = (),
+        *, owner: str | None = None,
     ) -> None:
         if not updates and not logs and not metrics:
             return
         with self._writing() as conn, conn.cursor() as cur:
+            if owner is not None:
+                # FOR SHARE: a claim (FOR UPDATE, or its UPDATE) of these runs waits for this
+                # batch to commit, and this one waits for a claim in progress, then sees its owner
+                rows = cur.execute(
+                    "SELECT id, owner FROM runs WHERE id = ANY(%s) FOR SHARE", (batch_runs(updates, logs, metrics),)
+                ).fetchall()
+                for run_id, found in rows:
+                    if found != owner:
+                        raise fence_error(run_id, owner, found)
             self._apply(cur, updates)
             if logs:
                 cur.executemany(
@@ -284,6 +333,10 @@ class PostgresStorage(Storage):
 
     def save_schedules(self, workflow: str, schedules: Sequence[ScheduleRecord]) -> None:
         with self._writing() as conn, conn.cursor() as cur:
+            # Schedulers starting together replace a workflow's schedules at once: under READ
+            # COMMITTED both DELETEs see nothing to wait for and the second INSERT hits the key.
+            # One at a time per workflow, each replacing what the one before wrote.
+            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SCHEDULES_LOCK, workflow))
             cur.execute("DELETE FROM schedules WHERE workflow = %s", (workflow,))
             cur.executemany(
                 "INSERT INTO schedules(workflow, key, file, cron, timezone, catchup, max_active_runs, spec, updated_at)"
@@ -446,7 +499,7 @@ def _run(row: Sequence[Any]) -> RunRecord:
     return RunRecord(
         id=row[0], workflow_hash=row[1], workflow_name=row[2], workflow_file=row[3], params=json.loads(row[4]),
         status=row[5], created_at=row[6], started_at=row[7], finished_at=row[8], pid=row[9], error=row[10],
-        owner=row[11], origin=RunOrigin(row[12], row[13], row[14], row[15], row[16], row[17], row[20]),
+        owner=row[11], lease_until=row[21], origin=RunOrigin(row[12], row[13], row[14], row[15], row[16], row[17], row[20]),
         managed=row[18], cancel_requested=row[19],
     )
 

@@ -187,3 +187,23 @@ def test_an_excerpt_reads_the_start_of_an_output_not_all_of_it(pg_url: str, comp
         sent = conn.execute(EXCERPT_QUERY, {"id": "r1", "n": 100}).fetchall()
     assert whole > 10 and shown * 5 < whole, (shown, whole)  # read in the server
     assert [len(row[-1]) for row in sent] == [100] and all(row[8] is None for row in sent)  # sent to ork
+
+
+def test_claim_runs_skips_a_run_another_claimant_has_locked_instead_of_waiting(pg_url: str) -> None:
+    """SKIP LOCKED: a scheduler never queues behind another's claim (a plain FOR UPDATE would wait here)."""
+    storage = PostgresStorage(pg_url)
+    storage.save_workflow("h", "w", "wf.yaml", "", {})
+    for i, run_id in enumerate(["q1", "q2"]):
+        storage.create_run(run_id, "h", "w", "wf.yaml", {}, [("a", "python")], 1.0 + i, status="queued")
+    result: list[list[str]] = []
+    with psycopg.connect(pg_url) as other:
+        other.execute("SELECT id FROM runs WHERE id = 'q1' FOR UPDATE")  # a claimant mid-transaction
+        worker = threading.Thread(target=lambda: result.append([r.id for r in storage.claim_runs("A", 30.0)]))
+        worker.start()
+        worker.join(5.0)
+        blocked = worker.is_alive()
+        other.rollback()
+    worker.join()
+    storage.close()
+    assert not blocked, "claim_runs waited for a row another transaction held"
+    assert result == [["q2"]]

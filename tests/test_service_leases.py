@@ -1,0 +1,125 @@
+"""`ork scheduler`'s leases, in this process: a run whose lease another scheduler took is abandoned, silently.
+
+(The real processes, killed and racing, are in test_schedule_service.py and the PostgreSQL
+plugin's test_several_schedulers.py; this is the moment those cannot time: a scheduler that
+was paused past its lease wakes up to find its run taken.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from orkhelpers import write
+
+from ork_core.plugins import build_plugin_manager
+from ork_core.project import Project
+from ork_core.scheduler import STOPPED, coerce_params, create_run
+from ork_core.service import Service
+from ork_core.storage import open_storage
+from ork_core.workflow import load_workflow
+
+TASKS = """
+import time
+from pathlib import Path
+
+def quick() -> int:
+    return 1
+
+def gate() -> int:
+    while not (Path(__file__).parent / "go").exists():
+        time.sleep(0.02)
+    return 2
+"""
+
+
+def test_a_run_whose_lease_was_taken_is_abandoned_without_another_write(tmp_path: Path) -> None:
+    write(tmp_path / "tasks.py", TASKS)
+    write(tmp_path / "ork.yaml", "{}\n")
+    flow = write(tmp_path / "w.yaml", """
+        name: w
+        tasks:
+          a: {file: tasks.py, function: quick}
+          b: {file: tasks.py, function: gate, depends_on: [a]}
+        """)
+    pm = build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"})
+    project = Project.load(tmp_path, pm)
+    compiled = load_workflow(flow, project)
+    url = f"sqlite:///{tmp_path / '.ork' / 'ork.db'}"
+    storage, other = open_storage(url, pm.registry), open_storage(url, pm.registry)
+    run_id = create_run(storage, compiled, coerce_params(compiled, {}), queued=True)
+    writes: list[Any] = []
+    real_write = storage.write
+
+    def spy(*args: Any, **kwargs: Any) -> None:
+        writes.append(args)
+        real_write(*args, **kwargs)
+
+    storage.write = spy  # type: ignore[method-assign]
+
+    async def main() -> Any:
+        service = Service(project=project, plugins=pm, storage=storage, paths=[flow], lease=0.3, log=lambda line: None)
+        service.start_runs()
+        assert list(service.active) == [run_id]
+        while other.get_run(run_id).tasks["b"].status != "running":
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)  # paused past its lease: no pass renewed it
+        assert [r.id for r in other.claim_runs("elsewhere/1/b:1", 30.0)] == [run_id]
+        before = len(writes)
+        service.renew_leases()
+        result = await asyncio.wait_for(service.active[run_id].task, 10)
+        return result, before
+
+    try:
+        result, before = asyncio.run(main())
+        assert result.status == STOPPED
+        assert writes[before:] == []  # not the "stopped", not a log line: the run is another's
+        run = other.get_run(run_id)
+        assert run.owner == "elsewhere/1/b:1" and run.status == "running"
+        assert (run.tasks["a"].status, run.tasks["b"].status) == ("success", "running")
+    finally:
+        (tmp_path / "go").touch()  # the given-up thread ends
+        storage.close()
+        other.close()
+
+
+def test_a_step_of_a_scheduler_paused_past_its_lease_is_fenced_off(tmp_path: Path) -> None:
+    """Its task ends before its next renewal could tell it: the commit itself is refused, and the run abandoned."""
+    write(tmp_path / "tasks.py", TASKS)
+    write(tmp_path / "ork.yaml", "{}\n")
+    flow = write(tmp_path / "w.yaml", """
+        name: w
+        tasks:
+          a: {file: tasks.py, function: quick}
+          b: {file: tasks.py, function: gate, depends_on: [a]}
+        """)
+    pm = build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"})
+    project = Project.load(tmp_path, pm)
+    compiled = load_workflow(flow, project)
+    url = f"sqlite:///{tmp_path / '.ork' / 'ork.db'}"
+    storage, other = open_storage(url, pm.registry), open_storage(url, pm.registry)
+    run_id = create_run(storage, compiled, coerce_params(compiled, {}), queued=True)
+    logged: list[str] = []
+
+    async def main() -> Any:
+        service = Service(project=project, plugins=pm, storage=storage, paths=[flow], lease=0.3, log=logged.append)
+        service.start_runs()
+        while other.get_run(run_id).tasks["b"].status != "running":
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)
+        assert [r.id for r in other.claim_runs("elsewhere/1/b:1", 30.0)] == [run_id]
+        (tmp_path / "go").touch()  # b ends; its success is the next commit, before any renewal
+        return await asyncio.wait_for(service.active[run_id].task, 10)
+
+    try:
+        result = asyncio.run(main())
+        assert result.status == STOPPED
+        run = other.get_run(run_id)
+        assert run.owner == "elsewhere/1/b:1" and run.status == "running"
+        assert run.tasks["b"].status == "running"  # not the success it found: the new owner decides
+        assert any("another process took it over" in line for line in logged), logged
+    finally:
+        (tmp_path / "go").touch()
+        storage.close()
+        other.close()
