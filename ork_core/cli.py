@@ -390,7 +390,9 @@ def _stop_on_signals(run_id: list[str]) -> None:
 
             for pgid in {pgid for _, pgid in (marked_processes({RUN_MARKER: run_id[0]}) or {}).values()}:
                 end_group(pgid)
-        sys.exit(128 + signum)
+        from ork_core.errors import StopSignal
+
+        raise StopSignal(128 + signum)  # not sys.exit: a plugin import it interrupts must not take it for its own
 
     import threading
 

@@ -2,6 +2,7 @@
 
 The hierarchy::
 
+    StopSignal (SystemExit)          a stop signal before the run loop started: exit 128 + it
     OrkError                         base: the CLI prints its message, never a traceback
     ├── ConfigError (ValueError)     bad input in a file: carries file, field path and line
     │   ├── ProjectError             ork.yaml
@@ -34,6 +35,15 @@ from typing import Sequence
 
 class OrkError(Exception):
     """Base for errors that carry a message meant for a person."""
+
+
+class StopSignal(SystemExit):
+    """Raised by ork's own handler when SIGINT/SIGTERM/SIGHUP comes before the run loop took the signals.
+
+    It ends ork with ``128 +`` the signal, resumably. It may surface anywhere, a plugin's import
+    included, and is never that code's failure: whatever catches a plugin's ``SystemExit`` lets
+    this one through.
+    """
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from ork_core import hookspecs
-from ork_core.errors import PluginLoadError
+from ork_core.errors import PluginLoadError, StopSignal
 from ork_core.registry import Kind, Quarantined, Register, Registry, Source
 
 if TYPE_CHECKING:
@@ -250,7 +250,7 @@ def build_plugin_manager(
             try:
                 module = ep.load()
             except BaseException as exc:  # SystemExit from a plugin must not end ork either
-                if isinstance(exc, KeyboardInterrupt):
+                if isinstance(exc, (KeyboardInterrupt, StopSignal)):
                     raise
                 quarantine(plugin_name, source, f"import of {ep.value!r} failed: {type(exc).__name__}: {exc}")
                 continue

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ork_core.errors import DuplicateExecutorError, ExecutorImportError, PluginError, UnknownExecutorError
+from ork_core.errors import DuplicateExecutorError, ExecutorImportError, PluginError, StopSignal, UnknownExecutorError
 
 Kind = Literal["executor", "tracker", "storage", "command"]
 _KIND_WORDS = {"executor": "executor type", "tracker": "job tracker", "storage": "storage scheme", "command": "command"}
@@ -56,6 +56,8 @@ def import_target(target: str, *, search_path: Path | None = None, want_class: b
         raise ExecutorImportError(
             f"module {module_name!r} was found but needs {missing!r}, which is not installed: {exc}"
         ) from exc
+    except StopSignal:
+        raise  # ork is being stopped: not the module's failure
     except (Exception, SystemExit) as exc:  # a plugin's import-time bug (or sys.exit) must not read like a typo, nor end ork
         raise ExecutorImportError(f"module {module_name!r} failed to import: {type(exc).__name__}: {exc}") from exc
     finally:

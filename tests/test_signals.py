@@ -58,3 +58,19 @@ def test_the_ork_command_ignores_stop_signals_once_it_is_done() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip().splitlines()[-1] == "[True, True, True]", done.stdout + done.stderr
+
+
+def test_a_stop_signal_during_a_plugin_import_is_ork_stopping_not_the_plugin_failing(tmp_path: Any) -> None:
+    """SIGTERM while `ork resume` imports a storage or executor module: exit 143, not "failed to import"."""
+    import pytest
+
+    from ork_core.errors import ExecutorImportError, StopSignal
+    from ork_core.registry import import_target
+
+    (tmp_path / "stopped_mod.py").write_text("from ork_core.errors import StopSignal\nraise StopSignal(143)\n")
+    (tmp_path / "exiting_mod.py").write_text("import sys\nsys.exit(3)\n")
+    with pytest.raises(StopSignal) as stopped:
+        import_target("stopped_mod:X", search_path=tmp_path)
+    assert stopped.value.code == 143
+    with pytest.raises(ExecutorImportError, match="SystemExit: 3"):
+        import_target("exiting_mod:X", search_path=tmp_path)
