@@ -1,0 +1,168 @@
+"""`ork worker`: tasks with a `queue:` run on a worker process, on real processes (SQLite; PostgreSQL where cheap)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from orkhelpers import write
+from servicehelpers import ORK, ork, ork_env, rows, wait_until
+
+TASKS = """
+import os, time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+def where() -> dict:
+    with open(HERE / "ran", "a") as fh:
+        fh.write(f"where {os.getpid()}\\n")
+    return {"pid": os.getpid()}
+
+def after(upstream) -> dict:
+    return {"pid": os.getpid(), "upstream": upstream["a"]["pid"]}
+
+def mark(n: int) -> int:
+    with open(HERE / "ran", "a") as fh:  # O_APPEND: one line per call, whichever process
+        fh.write(f"{n} {os.getpid()}\\n")
+    return n
+
+def slow(ctx) -> int:
+    with open(HERE / "ran", "a") as fh:
+        fh.write(f"slow {ctx.attempt} {os.getpid()}\\n")
+    if ctx.attempt == 1:
+        time.sleep(600)
+    return ctx.attempt
+"""
+
+
+class Procs:
+    """The `ork worker` and `ork run` processes of one test; their output goes to files; killed at the end."""
+
+    def __init__(self, project: Path) -> None:
+        self.project = project
+        self.procs: list[tuple[subprocess.Popen[str], Path]] = []
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        log = self.project.parent / f"proc-{len(self.procs)}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen([*ORK, *args], cwd=self.project, env=env or ork_env(), stdout=out,
+                                    stderr=subprocess.STDOUT, text=True)
+        self.procs.append((proc, log))
+        return proc
+
+    def worker(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        return self.start("worker", "--poll", "0.05", *args, env=env)
+
+    def log(self, proc: subprocess.Popen[str]) -> str:
+        return next(log for p, log in self.procs if p is proc).read_text()
+
+    def close(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def procs(project: Path) -> Iterator[Procs]:
+    p = Procs(project)
+    yield p
+    p.close()
+
+
+def setup(project: Path, workflow: str, ork_yaml: str = "") -> Path:
+    write(project / "tasks.py", TASKS)
+    write(project / "ork.yaml", ork_yaml or "{}\n")
+    return write(project / "w.yaml", workflow)
+
+
+def outputs(db: Path, run_id: str | None = None) -> dict[str, object]:
+    where = "" if run_id is None else " WHERE run_id = ?"
+    return {name: json.loads(out) if out else None
+            for name, out in rows(db, f"SELECT name, output FROM tasks{where}", () if run_id is None else (run_id,))}
+
+
+def test_a_queued_task_runs_on_the_worker_and_its_output_reaches_the_scheduler(project: Path, procs: Procs) -> None:
+    setup(project, """
+        name: w
+        tasks:
+          a: {file: tasks.py, function: where, queue: gpu}
+          b: {file: tasks.py, function: after, depends_on: [a]}
+        """)
+    worker = procs.worker("--queue", "gpu")
+    run = procs.start("run", "w.yaml", "--quiet")
+    assert run.wait(timeout=60) == 0, procs.log(run)
+    db = project / ".ork" / "ork.db"
+    out = outputs(db)
+    assert out["a"] == {"pid": worker.pid}, procs.log(worker)
+    assert out["b"] == {"pid": run.pid, "upstream": worker.pid}
+    assert rows(db, "SELECT status, worker LIKE ? FROM work_items", (f"%/{worker.pid}/%",)) == [("success", 1)]
+    assert rows(db, "SELECT COUNT(*) FROM logs WHERE task = 'a' AND line LIKE 'running on worker%'") == [(1,)]
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 128 + signal.SIGTERM
+    assert rows(db, "SELECT COUNT(*) FROM workers") == [(0,)]
+
+
+def test_two_workers_share_a_queue_and_each_task_runs_once(project: Path, procs: Procs) -> None:
+    tasks = "\n".join(f"  t{i}: {{file: tasks.py, function: mark, inputs: {{n: {i}}}}}" for i in range(50))
+    setup(project, f"name: w\nmax_concurrency: 50\ntasks:\n{tasks}\n", "executors:\n  python: {type: python, queue: batch}\n")
+    workers = [procs.worker("--queue", "batch", "--concurrency", "4") for _ in range(2)]
+    run = procs.start("run", "w.yaml", "--quiet")
+    assert run.wait(timeout=120) == 0, procs.log(run)
+    lines = (project / "ran").read_text().splitlines()
+    assert sorted(int(line.split()[0]) for line in lines) == list(range(50))  # each once
+    pids = {int(line.split()[1]) for line in lines}
+    assert pids <= {w.pid for w in workers} and run.pid not in pids
+    db = project / ".ork" / "ork.db"
+    assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT key) FROM work_items WHERE status = 'success'") == [(50, 50)]
+
+
+def test_a_killed_workers_attempt_is_retried_by_another_worker_after_its_claim_expires(project: Path, procs: Procs) -> None:
+    setup(project, """
+        name: w
+        tasks:
+          s: {file: tasks.py, function: slow, queue: q, retries: 1}
+        """)
+    db = project / ".ork" / "ork.db"
+    first = procs.worker("--queue", "q", "--lease", "1")
+    run = procs.start("run", "w.yaml", "--quiet")
+    wait_until(lambda: (project / "ran").exists() and "slow 1" in (project / "ran").read_text(), "the first attempt")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed = time.monotonic()
+    second = procs.worker("--queue", "q", "--lease", "1")
+    assert run.wait(timeout=60) == 0, procs.log(run)
+    assert time.monotonic() - killed < 30
+    assert outputs(db) == {"s": 2}
+    assert f"slow 2 {second.pid}" in (project / "ran").read_text()
+    (history,) = rows(db, "SELECT attempt, status, error FROM attempts")
+    assert history[:2] == (1, "failed") and history[2] == f"worker {os.uname().nodename}/{first.pid} lost: its claim expired"
+    assert rows(db, "SELECT attempt, status FROM tasks") == [(2, "success")]
+
+
+def test_a_queue_nobody_serves_keeps_the_task_deferred_until_a_worker_comes(project: Path, procs: Procs) -> None:
+    setup(project, """
+        name: w
+        tasks:
+          a: {file: tasks.py, function: where, queue: later}
+        """)
+    db = project / ".ork" / "ork.db"
+    run = procs.start("run", "w.yaml", "--quiet")
+    wait_until(lambda: rows(db, "SELECT status FROM tasks") == [("deferred",)], "the task deferred")
+    jobs = json.loads(ork(project, "jobs", "--json").stdout)
+    assert [(j["task"], j["tracker"]) for j in jobs] == [("a", "ork.queue")] and jobs[0]["external_id"].startswith("later/")
+    time.sleep(1.0)
+    assert run.poll() is None and not (project / "ran").exists()
+    worker = procs.worker("--queue", "later", "--queue", "other")
+    assert run.wait(timeout=60) == 0, procs.log(run)
+    assert outputs(db) == {"a": {"pid": worker.pid}}
+    listed = json.loads(ork(project, "workers", "--json").stdout)
+    assert [(w["pid"], w["queues"], w["running"]) for w in listed] == [(worker.pid, ["later", "other"], 0)]
+    assert listed[0]["host"] == os.uname().nodename and listed[0]["heartbeat_at"] > time.time() - 30
