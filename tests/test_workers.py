@@ -166,3 +166,126 @@ def test_a_queue_nobody_serves_keeps_the_task_deferred_until_a_worker_comes(proj
     listed = json.loads(ork(project, "workers", "--json").stdout)
     assert [(w["pid"], w["queues"], w["running"]) for w in listed] == [(worker.pid, ["later", "other"], 0)]
     assert listed[0]["host"] == os.uname().nodename and listed[0]["heartbeat_at"] > time.time() - 30
+
+
+def test_a_stopped_worker_gives_its_attempt_back_and_another_worker_retries_it_at_once(project: Path, procs: Procs) -> None:
+    setup(project, """
+        name: w
+        tasks:
+          s: {file: tasks.py, function: slow, queue: q, retries: 1}
+        """)
+    db = project / ".ork" / "ork.db"
+    first = procs.worker("--queue", "q", "--grace", "1")  # the default 30 s lease: a retry within it is the give-back
+    run = procs.start("run", "w.yaml", "--quiet")
+    wait_until(lambda: (project / "ran").exists() and "slow 1" in (project / "ran").read_text(), "the first attempt")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 128 + signal.SIGTERM, procs.log(first)
+    second = procs.worker("--queue", "q")
+    assert run.wait(timeout=25) == 0, procs.log(run)
+    assert outputs(db) == {"s": 2} and f"slow 2 {second.pid}" in (project / "ran").read_text()
+    (history,) = rows(db, "SELECT attempt, status, error FROM attempts")
+    assert history[:2] == (1, "failed") and f"/{first.pid} was stopped (signal 15)" in history[2]
+
+
+def test_a_resumed_run_tracks_the_item_it_enqueued_and_never_enqueues_it_again(project: Path, procs: Procs) -> None:
+    write(project / "gate.py", """
+import time
+from pathlib import Path
+
+def gate() -> str:
+    here = Path(__file__).parent
+    with open(here / "ran", "a") as fh:
+        fh.write("gate\\n")
+    while not (here / "go").exists():
+        time.sleep(0.05)
+    return "opened"
+""")
+    setup(project, """
+        name: w
+        tasks:
+          g: {file: gate.py, function: gate, queue: q}
+        """)
+    db = project / ".ork" / "ork.db"
+    procs.worker("--queue", "q")
+    run = procs.start("run", "w.yaml", "--quiet")
+    wait_until(lambda: rows(db, "SELECT status FROM tasks") == [("deferred",)] and (project / "ran").exists(), "the gate")
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    (project / "go").touch()
+    wait_until(lambda: rows(db, "SELECT status FROM work_items") == [("success",)], "the worker to finish")
+    (run_id,) = rows(db, "SELECT id FROM runs")[0]
+    resumed = ork(project, "resume", run_id, "--quiet")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert outputs(db) == {"g": "opened"}
+    assert rows(db, "SELECT COUNT(*) FROM work_items") == [(1,)]
+    assert (project / "ran").read_text() == "gate\n"
+
+
+def test_a_queued_task_times_out_from_its_start_like_any_other(project: Path, procs: Procs) -> None:
+    setup(project, """
+        name: w
+        tasks:
+          s: {file: tasks.py, function: slow, queue: q, timeout: 1.5}
+        """)
+    db = project / ".ork" / "ork.db"
+    worker = procs.worker("--queue", "q", "--lease", "1")
+    run = procs.start("run", "w.yaml", "--quiet")
+    assert run.wait(timeout=30) == 1, procs.log(run)
+    ((status, error),) = rows(db, "SELECT status, error FROM tasks")
+    assert status == "failed" and error.startswith("timed out after 1.5s"), error
+    # the worker's own deadline (from the attempt's start) or the scheduler's cancel, whichever came first
+    assert rows(db, "SELECT status FROM work_items") in ([("cancelled",)], [("failed",)])
+    assert worker.poll() is None
+
+
+def test_a_queue_name_is_validated(project: Path) -> None:
+    setup(project, """
+        name: w
+        tasks:
+          a: {file: tasks.py, function: where, queue: "no spaces"}
+        """)
+    result = ork(project, "validate", "w.yaml")
+    assert result.returncode != 0 and "tasks.a.queue" in result.stdout + result.stderr
+    write(project / "ork.yaml", "executors:\n  python: {type: python, queue: ''}\n")
+    result = ork(project, "validate", "w.yaml")
+    assert result.returncode != 0 and "executors.python.queue" in result.stdout + result.stderr
+    bad = ork(project, "worker", "--queue", "a b")
+    assert bad.returncode == 2 and "not a queue name" in bad.stderr
+
+
+@pytest.fixture
+def pg_db() -> Iterator[str]:
+    """A fresh database on the test PostgreSQL server (``ORK_TEST_PG``), dropped afterwards."""
+    server = os.environ.get("ORK_TEST_PG")
+    if not server:
+        pytest.skip("ORK_TEST_PG is not set")
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+    from psycopg import sql
+
+    assert urlsplit(server).hostname == "127.0.0.1"
+    name = f"ork_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_on_postgresql_two_workers_share_a_queue_and_each_task_runs_once(project: Path, procs: Procs, pg_db: str) -> None:
+    tasks = "\n".join(f"  t{i}: {{file: tasks.py, function: mark, inputs: {{n: {i}}}, queue: batch}}" for i in range(30))
+    setup(project, f"name: w\nmax_concurrency: 30\ntasks:\n{tasks}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORK_", "PG"))} | {"ORK_DB": pg_db}
+    workers = [procs.worker("--queue", "batch", "--concurrency", "3", env=env) for _ in range(2)]
+    listed = wait_until(lambda: len(json.loads(ork(project, "workers", "--json", env=env).stdout)) == 2 or None,
+                        "both workers registered")
+    assert listed
+    run = procs.start("run", "w.yaml", "--quiet", env=env)
+    assert run.wait(timeout=120) == 0, procs.log(run)
+    lines = (project / "ran").read_text().splitlines()
+    assert sorted(int(line.split()[0]) for line in lines) == list(range(30))
+    assert {int(line.split()[1]) for line in lines} <= {w.pid for w in workers}
