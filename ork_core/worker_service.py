@@ -93,14 +93,21 @@ class Worker:
         try:
             while self._signal is None:
                 if time.monotonic() >= next_beat:
-                    self._heartbeat()
+                    try:
+                        self._heartbeat()
+                    except StorageError as exc:  # retried next beat; leases that lapse meanwhile are retried elsewhere
+                        print(f"heartbeat failed: {exc}", flush=True)
                     next_beat = time.monotonic() + self.lease / 3
                 free = self.concurrency - len(self._running)
-                if free > 0:
-                    for item in self.storage.claim_work(self.id, self.queues, self.lease, free):
-                        task = asyncio.create_task(self._attempt(item), name=f"ork-work-{item.id}")
-                        self._running[item.id] = (item, task)
-                        task.add_done_callback(functools.partial(self._ended, item.id))
+                try:
+                    claimed = self.storage.claim_work(self.id, self.queues, self.lease, free) if free > 0 else []
+                except StorageError as exc:
+                    print(f"claiming work failed: {exc}", flush=True)
+                    claimed = []
+                for item in claimed:
+                    task = asyncio.create_task(self._attempt(item), name=f"ork-work-{item.id}")
+                    self._running[item.id] = (item, task)
+                    task.add_done_callback(functools.partial(self._ended, item.id))
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), min(self.poll, max(0.01, next_beat - time.monotonic())))

@@ -289,3 +289,36 @@ def test_on_postgresql_two_workers_share_a_queue_and_each_task_runs_once(project
     lines = (project / "ran").read_text().splitlines()
     assert sorted(int(line.split()[0]) for line in lines) == list(range(30))
     assert {int(line.split()[1]) for line in lines} <= {w.pid for w in workers}
+
+
+def test_under_ork_scheduler_a_queued_task_runs_on_a_worker_and_ork_cancel_reaches_it(project: Path, procs: Procs) -> None:
+    write(project / "tasks.py", TASKS)
+    write(project / "ork.yaml", "workflows: ['w.yaml', 'c.yaml']\n")
+    write(project / "w.yaml", """
+        name: w
+        tasks:
+          a: {file: tasks.py, function: where, queue: q}
+          b: {file: tasks.py, function: after, depends_on: [a]}
+        """)
+    write(project / "c.yaml", """
+        name: c
+        tasks:
+          s: {file: tasks.py, function: slow, queue: q}
+        """)
+    db = project / ".ork" / "ork.db"
+    scheduler = procs.start("scheduler", "--poll", "0.1")
+    worker = procs.worker("--queue", "q", "--lease", "1")
+    assert ork(project, "trigger", "w").returncode == 0
+    wait_until(lambda: rows(db, "SELECT status FROM runs WHERE workflow_name='w'") == [("success",)], "the run", timeout=60)
+    out = {name: json.loads(o) for name, o in rows(db, "SELECT name, output FROM tasks WHERE name IN ('a', 'b')")}
+    assert out["a"] == {"pid": worker.pid} and out["b"]["pid"] == scheduler.pid
+    assert ork(project, "trigger", "c").returncode == 0
+    wait_until(lambda: rows(db, "SELECT status FROM work_items WHERE task='s'") == [("running",)], "the slow attempt")
+    (run_id,) = rows(db, "SELECT id FROM runs WHERE workflow_name='c'")[0]
+    assert ork(project, "cancel", run_id).returncode == 0
+    wait_until(lambda: rows(db, "SELECT status FROM runs WHERE id=?", (run_id,)) == [("cancelled",)], "the cancel")
+    assert rows(db, "SELECT status FROM work_items WHERE task='s'") == [("cancelled",)]
+    wait_until(lambda: "claim lost or cancelled" in procs.log(worker), "the worker to stop the attempt", timeout=10)
+    for proc in (worker, scheduler):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM

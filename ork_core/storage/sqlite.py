@@ -657,6 +657,12 @@ class SQLiteStorage(Storage):
         if not queues or limit < 1:
             return []
         names = list(queues)
+        marks = ",".join("?" * len(names))
+        with self._lock:  # an idle worker looks every poll: a read, not SQLite's one write lock, when nothing waits
+            if self._db.execute(
+                f"SELECT 1 FROM work_items WHERE status='queued' AND queue IN ({marks}) LIMIT 1", names
+            ).fetchone() is None:
+                return []
         # BEGIN IMMEDIATE: the one write lock is held from the SELECT to the UPDATE
         with self._writing() as db:
             now = time.time()
