@@ -40,7 +40,7 @@ def worker(env: Env, queues: tuple[str, ...], concurrency: int, lease: float, po
 
     Executors are the ones installed here, configured by this project's ork.yaml; the state
     database must be the scheduler's. SIGTERM, SIGINT or SIGHUP stops it: running attempts
-    are ended and recorded failed, so the scheduler retries them (within their retries).
+    are ended and given back to their queue, for another worker to run again.
     """
     import asyncio
 

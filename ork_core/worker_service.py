@@ -9,8 +9,9 @@ worker that was killed, or cut off for longer than its lease, has its attempts c
 lost by the scheduler, which retries them as new items, and can never overwrite that.
 
 SIGTERM, SIGINT, SIGHUP: claim nothing more, cancel the running attempts, end their local
-process trees as the scheduler does, and record them failed ("worker … stopped") so the
-scheduler retries them at once instead of waiting for the lease; exit 128 + the signal.
+process trees as the scheduler does, and give their items back to the queue (`release_work`)
+so another worker runs them at once, as the same attempt: a stopped worker, like a stopped
+scheduler, costs no retry (a killed one does: its attempts are lost). Exit 128 + the signal.
 """
 
 from __future__ import annotations
@@ -149,11 +150,11 @@ class Worker:
             await asyncio.wait([t for _, t in running], timeout=self.kill_grace + 10)
         for item, _ in running:
             await self._end_trees(item)
-            with contextlib.suppress(StorageError):
-                self.storage.finish_work(
-                    self.id, item.id, "failed", None,
-                    f"worker {self.name} was stopped (signal {self._signal}) while the attempt ran",
-                )
+            self.sink.log(item.run_id, item.task, item.attempt, time.time(), "WARNING", "log",
+                          f"worker {self.name} was stopped (signal {self._signal}): the attempt goes back to its queue")
+        if running:
+            with contextlib.suppress(StorageError):  # else their leases end, and the scheduler retries them
+                self.storage.release_work(self.id, [item.id for item, _ in running])
 
     async def _end_trees(self, item: WorkItem) -> None:
         """What the attempt started on this machine, found by its markers, SIGKILLed after the grace."""

@@ -168,23 +168,37 @@ def test_a_queue_nobody_serves_keeps_the_task_deferred_until_a_worker_comes(proj
     assert listed[0]["host"] == os.uname().nodename and listed[0]["heartbeat_at"] > time.time() - 30
 
 
-def test_a_stopped_worker_gives_its_attempt_back_and_another_worker_retries_it_at_once(project: Path, procs: Procs) -> None:
+def test_a_stopped_worker_gives_its_attempt_back_and_another_worker_runs_it_at_once(project: Path, procs: Procs) -> None:
+    write(project / "once.py", """
+import os, time
+from pathlib import Path
+
+def slow_once(ctx) -> list:
+    here = Path(__file__).parent
+    with open(here / "ran", "a") as fh:
+        fh.write(f"{ctx.attempt} {os.getpid()}\\n")
+    if not (here / "slept").exists():
+        (here / "slept").touch()
+        time.sleep(600)
+    return [ctx.attempt, os.getpid()]
+""")
     setup(project, """
         name: w
         tasks:
-          s: {file: tasks.py, function: slow, queue: q, retries: 1}
+          s: {file: once.py, function: slow_once, queue: q}
         """)
     db = project / ".ork" / "ork.db"
-    first = procs.worker("--queue", "q", "--grace", "1")  # the default 30 s lease: a retry within it is the give-back
+    first = procs.worker("--queue", "q", "--grace", "1")  # the default 30 s lease: no waiting for it to end
     run = procs.start("run", "w.yaml", "--quiet")
-    wait_until(lambda: (project / "ran").exists() and "slow 1" in (project / "ran").read_text(), "the first attempt")
+    wait_until(lambda: (project / "slept").exists(), "the first run of the attempt")
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=30) == 128 + signal.SIGTERM, procs.log(first)
+    assert rows(db, "SELECT status, worker FROM work_items") == [("queued", None)]
     second = procs.worker("--queue", "q")
     assert run.wait(timeout=25) == 0, procs.log(run)
-    assert outputs(db) == {"s": 2} and f"slow 2 {second.pid}" in (project / "ran").read_text()
-    (history,) = rows(db, "SELECT attempt, status, error FROM attempts")
-    assert history[:2] == (1, "failed") and f"/{first.pid} was stopped (signal 15)" in history[2]
+    assert outputs(db) == {"s": [1, second.pid]}  # the same attempt, no retry spent (retries: 0)
+    assert (project / "ran").read_text() == f"1 {first.pid}\n1 {second.pid}\n"
+    assert rows(db, "SELECT COUNT(*) FROM logs WHERE line LIKE ?", (f"%/{first.pid} was stopped (signal 15)%",)) == [(1,)]
 
 
 def test_a_resumed_run_tracks_the_item_it_enqueued_and_never_enqueues_it_again(project: Path, procs: Procs) -> None:

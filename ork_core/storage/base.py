@@ -495,6 +495,14 @@ class Storage(abc.ABC):
         """
         raise self._no_workers()
 
+    def release_work(self, worker: str, ids: Collection[str]) -> set[str]:
+        """Give back ``running`` items `worker` holds (it is stopping): they are ``queued`` again, for any worker.
+
+        The attempt is the same (same key), as an attempt cut short by a stopped scheduler is
+        run again by `ork resume`; returns the ids given back.
+        """
+        raise self._no_workers()
+
     def cancel_work(self, id: str) -> bool:
         """Cancel a ``queued`` or ``running`` item (a user's cancel, a timeout); its worker learns at its next renewal."""
         raise self._no_workers()

@@ -708,6 +708,18 @@ class SQLiteStorage(Storage):
             )
         return bool(cursor.rowcount)
 
+    def release_work(self, worker: str, ids: Collection[str]) -> set[str]:
+        if not ids:
+            return set()
+        items = list(ids)
+        with self._writing() as db:
+            rows = db.execute(
+                "UPDATE work_items SET status='queued', worker=NULL, lease_until=NULL, claimed_at=NULL"
+                f" WHERE worker=? AND status='running' AND id IN ({','.join('?' * len(items))}) RETURNING id",
+                (worker, *items),
+            ).fetchall()
+        return {r[0] for r in rows}
+
     def cancel_work(self, id: str) -> bool:
         with self._writing() as db:
             cursor = db.execute(

@@ -744,6 +744,17 @@ class StorageConformance:
         assert not storage.finish_work("w1", a, "success", "1", None)
         assert storage.claim_work("w2", ["q"], 30.0, 5) == []
 
+    def test_a_released_item_is_queued_again_for_any_worker(self) -> None:
+        storage = self.open()
+        a, b = self.enqueue(storage, 1), self.enqueue(storage, 2)
+        storage.claim_work("w1", ["q"], 30.0, 2)
+        assert storage.finish_work("w1", b, "success", "2", None)
+        assert storage.release_work("w2", [a], ) == set()  # not its holder
+        assert storage.release_work("w1", [a, b]) == {a}  # a finished item stays finished
+        assert storage.renew_work("w1", [a], 30.0) == set() and not storage.finish_work("w1", a, "success", "1", None)
+        again = self.open().claim_work("w2", ["q"], 30.0, 5)
+        assert [(i.id, i.worker, i.status, i.attempt) for i in again] == [(a, "w2", "running", 1)]
+
     def test_a_cancelled_item_is_not_renewed_or_finished(self) -> None:
         storage = self.open()
         queued, running = self.enqueue(storage, 1), self.enqueue(storage, 2)

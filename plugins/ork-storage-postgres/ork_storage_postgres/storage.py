@@ -526,6 +526,17 @@ class PostgresStorage(Storage):
             )
         return bool(cursor.rowcount)
 
+    def release_work(self, worker: str, ids: Collection[str]) -> set[str]:
+        if not ids:
+            return set()
+        with self._writing() as conn:
+            rows = conn.execute(
+                "UPDATE work_items SET status = 'queued', worker = NULL, lease_until = NULL, claimed_at = NULL"
+                " WHERE worker = %s AND status = 'running' AND id = ANY(%s) RETURNING id",
+                (worker, list(ids)),
+            ).fetchall()
+        return {r[0] for r in rows}
+
     def cancel_work(self, id: str) -> bool:
         with self._writing() as conn:
             cursor = conn.execute(
