@@ -10,11 +10,12 @@ import click
 
 from ork_core.cli import Env, _echo, _errors, main, pass_env
 from ork_core.display import cell
-from ork_core.project import QUEUE_PATTERN
 
 
 def _queue_name(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
     import re
+
+    from ork_core.project import QUEUE_PATTERN  # here: every `ork` command imports this module, few need pydantic
 
     for value in values:
         if not re.match(QUEUE_PATTERN, value):
