@@ -37,7 +37,7 @@ def _queue_name(ctx: click.Context, param: click.Parameter, values: tuple[str, .
               help="Seconds a stopped attempt's processes get after SIGTERM before SIGKILL.")
 @pass_env
 def worker(env: Env, queues: tuple[str, ...], concurrency: int, lease: float, poll: float, grace: float) -> None:
-    """Run the attempts of tasks whose `queue:` is one of QUEUES, on this machine, until stopped.
+    """Run the attempts of tasks whose `queue:` is one of the --queue names, on this machine, until stopped.
 
     Executors are the ones installed here, configured by this project's ork.yaml; the state
     database must be the scheduler's. SIGTERM, SIGINT or SIGHUP stops it: running attempts
