@@ -59,6 +59,11 @@ elif action == "claim_runs":
     while batch := storage.claim_runs(sys.argv[4], 30.0, limit=3):
         mine += [r.id for r in batch]
     print(json.dumps(mine))
+elif action == "claim_work":
+    mine = []
+    while batch := storage.claim_work(sys.argv[4], ["q"], 30.0, 2):
+        mine += [i.task for i in batch]
+    print(json.dumps(mine))
 elif action == "ticks":
     won = [ts for ts in range(0, 3000, 60) if storage.create_run(
         f"{sys.argv[4]}-{ts}", "h", "w", "wf.yaml", {}, [("a", "python")], 1.0,
@@ -787,6 +792,15 @@ class StorageConformance:
             t.join()
         every = sorted(task for tasks in claimed.values() for task in tasks)
         assert every == sorted(f"t{n}" for n in range(60)), claimed
+
+    def test_worker_processes_racing_to_claim_work_claim_each_item_once(self) -> None:
+        storage = self.open()
+        for n in range(40):
+            self.enqueue(storage, n)
+        results = [json.loads(out) for out in self.children("claim_work", *[[f"w{i}"] for i in range(self.processes)])]
+        assert sorted(t for tasks in results for t in tasks) == sorted(f"t{n}" for n in range(40)), results
+        holders = {i.task: i.worker for i in storage.work_status([self.enqueue(storage, n) for n in range(40)]).values()}
+        assert all(holders[t] == f"w{i}" for i, tasks in enumerate(results) for t in tasks)
 
     def test_workers_are_listed_with_what_they_hold(self) -> None:
         storage = self.open()
