@@ -755,3 +755,4 @@ def new_executor(
     click.echo("  pytest                     # the conformance kit, and `ork executors` finding the plugin")
     click.echo(f"  ork executors show {name}")
 from ork_core import cli_schedules  # noqa: E402,F401  (registers the schedule commands on main)
+from ork_core import cli_workers  # noqa: E402,F401  (registers `ork worker` and `ork workers` on main)

@@ -44,6 +44,10 @@ EXECUTOR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-\.]*")
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
+"""A worker queue's name (``queue:``, ``ork worker --queue``): what a shell and a log line keep as one word."""
+
+
 class ExecutorEntry(BaseModel):
     """One executor under ``executors:`` in ork.yaml."""
 
@@ -54,6 +58,8 @@ class ExecutorEntry(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
     distribution: str | None = None
     """Pick this distribution when several installed plugins register the same type name."""
+    queue: str | None = Field(default=None, pattern=QUEUE_PATTERN)
+    """Every task of this executor (unless it names its own) runs on an `ork worker` serving this queue."""
 
 
 class ProjectFile(BaseModel):

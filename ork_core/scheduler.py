@@ -44,6 +44,7 @@ from ork_core.slots import SharedSlots
 from ork_core.storage.base import (
     FINAL_TASK_STATUSES, QUEUED, JSONText, LogLine, Metric, RunOrigin, RunUpdate, Storage, TaskUpdate,
 )
+from ork_core import workqueue
 from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
 from ork_core.workers import DaemonPool, run_sync
 from ork_core.workflow import CompiledTask, CompiledWorkflow, required_params
@@ -300,6 +301,72 @@ def encode_output(output: Any, limit: int) -> JSONText:
             "write big results to a file (e.g. in ctx.ensure_artifact_dir()) and return its path"
         )
     return JSONText(text)
+
+
+def task_context(
+    *, spec: CompiledTask, workflow: CompiledWorkflow, project: Project, run_id: str, attempt: int, try_number: int,
+    idempotency_key: str, params: dict[str, Any], sink: Any, record_process_group: Callable[[int | None], None],
+) -> Context:
+    """The Context of one attempt: shared by the scheduler and `ork worker`, so a task sees the same either way.
+
+    The run's trigger and logical date are the caller's to set (the scheduler reads them
+    from storage once; a worker gets them in the work item).
+    """
+    return Context(
+        task_name=spec.name,
+        workflow_name=workflow.name,
+        run_id=run_id,
+        attempt=attempt,
+        log=TaskLogger(sink, run_id, spec.name, attempt),
+        metrics=Metrics(sink, run_id, spec.name, attempt),
+        params=params,
+        task_config=spec.task_config,
+        config_file=spec.config_file,
+        idempotency_key=idempotency_key,
+        try_number=try_number,
+        env=spec.env,
+        workflow_dir=workflow.dir,
+        project_dir=project.dir,
+        allowed_path_roots=project.path_roots,
+        timeout=spec.timeout,
+        executor_name=spec.executor,
+        record_process_group=record_process_group,
+        loop=asyncio.get_running_loop(),
+    )
+
+
+async def maybe_thread(pool: DaemonPool, func: Callable[..., Any], *args: Any) -> Any:
+    if inspect.iscoroutinefunction(func):
+        return await func(*args)
+    loop = asyncio.get_running_loop()
+    result = await loop.run_in_executor(pool, func, *args)
+    return await result if inspect.isawaitable(result) else result
+
+
+async def call_executor(
+    executors: ExecutorManager, hooks: Any, pool: DaemonPool, executor: object, ctx: Context, spec: CompiledTask,
+    upstream: dict[str, Any], *, adopt: bool,
+) -> Any:
+    """One attempt's call of the executor (``adopt`` first when asked), as the scheduler and `ork worker` make it."""
+    resolved = executors.resolved(spec.executor)
+    if adopt and resolved.spec.has("adopt"):
+        adopted = await maybe_thread(pool, getattr(executor, "adopt"), ctx.idempotency_key, ctx)
+        if adopted is not None:
+            ctx.log.info("adopted the external job started before ork restarted (key %s)", ctx.idempotency_key)
+            return adopted
+    if hooks.task_run_wrapped:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            pool,
+            lambda: hooks.task_run(ctx=ctx, executor=executor, config_file=spec.config_file, upstream=upstream),
+        )
+    run = getattr(executor, "run")
+    if resolved.spec.run_is_async:
+        return await run(spec.config_file, ctx, upstream)
+    result = await run_sync(pool, asyncio.get_running_loop(), run, spec.config_file, ctx, upstream)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 class Scheduler:
@@ -706,28 +773,10 @@ class Scheduler:
     # -- running one attempt -----------------------------------------------------------------
 
     def _context(self, st: TaskState) -> Context:
-        spec = st.spec
-        log = TaskLogger(self.sink, self.run_id, spec.name, st.attempt)
-        ctx = Context(
-            task_name=spec.name,
-            workflow_name=self.workflow.name,
-            run_id=self.run_id,
-            attempt=st.attempt,
-            log=log,
-            metrics=Metrics(self.sink, self.run_id, spec.name, st.attempt),
-            params=self.params,
-            task_config=spec.task_config,
-            config_file=spec.config_file,
-            idempotency_key=st.idempotency_key or "",
-            try_number=st.try_number,
-            env=spec.env,
-            workflow_dir=self.workflow.dir,
-            project_dir=self.project.dir,
-            allowed_path_roots=self.project.path_roots,
-            timeout=spec.timeout,
-            executor_name=spec.executor,
-            record_process_group=functools.partial(self._record_group, spec.name, st.attempt),
-            loop=asyncio.get_running_loop(),
+        ctx = task_context(
+            spec=st.spec, workflow=self.workflow, project=self.project, run_id=self.run_id, attempt=st.attempt,
+            try_number=st.try_number, idempotency_key=st.idempotency_key or "", params=self.params, sink=self.sink,
+            record_process_group=functools.partial(self._record_group, st.spec.name, st.attempt),
         )
         ctx.trigger, ctx.logical_date, ctx.interval_start, ctx.interval_end = self._run_context()
         return ctx
@@ -749,6 +798,10 @@ class Scheduler:
     async def _execute(self, st: TaskState) -> None:
         spec = st.spec
         attempt = st.attempt
+        queue = spec.queue or self._executor_queue(spec.executor)
+        if queue is not None:
+            self._post("done", (spec.name, attempt, self._enqueue_work(st, queue)))
+            return
         ctx = self._context(st)
         st.ctx = ctx
         executor: object | None = None
@@ -794,6 +847,37 @@ class Scheduler:
             outcome = Outcome("failed", error=task_raised(exc))
         self._post("done", (spec.name, attempt, outcome))
 
+    def _executor_queue(self, executor: str) -> str | None:
+        entry = self.project.settings.executors.get(executor)
+        return entry.queue if entry is not None else None
+
+    def _enqueue_work(self, st: TaskState, queue: str) -> Outcome:
+        """Hand the attempt to the workers of `queue`: a deferral whose tracker reads storage (`ork_core.workqueue`)."""
+        spec = st.spec
+        trigger, logical_date, interval_start, interval_end = self._run_context()
+        payload = {
+            "workflow_hash": self.workflow.hash,
+            "workflow": self.workflow.name,
+            "task": spec.name,
+            "try_number": st.try_number,
+            "idempotency_key": st.idempotency_key,
+            "adopt": st.resume_adopt,
+            "params": self.params,
+            "upstream": {d: self.outputs[d] for d in spec.depends_on if d in self.outputs},
+            "origin": {"trigger": trigger, "logical_date": logical_date,
+                       "interval_start": interval_start, "interval_end": interval_end},
+            "started_at": st.started_at,
+        }
+        st.resume_adopt = False
+        try:
+            deferred = workqueue.enqueue(
+                self.storage, queue=queue, run_id=self.run_id, task=spec.name, attempt=st.attempt,
+                key=st.idempotency_key or f"{self.run_id}/{spec.name}/{st.try_number}", payload=payload,
+            )
+        except (OrkError, NotImplementedError) as exc:
+            return Outcome("failed", error=f"cannot queue the task on {queue!r}: {exc}")
+        return Outcome("deferred", deferred=deferred)
+
     def _runner_done(self, name: str, attempt: int, runner: asyncio.Task[None]) -> None:
         """A safety net: an attempt whose coroutine died without reporting must not hang the run."""
         if runner.cancelled():
@@ -817,33 +901,12 @@ class Scheduler:
         return Outcome("failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _call(self, executor: object, ctx: Context, spec: CompiledTask, upstream: dict[str, Any], *, adopt: bool) -> Any:
-        resolved = self.executors.resolved(spec.executor)
-        if adopt and resolved.spec.has("adopt"):
-            adopted = await self._maybe_thread(getattr(executor, "adopt"), ctx.idempotency_key, ctx)
-            if adopted is not None:
-                ctx.log.info("adopted the external job started before ork restarted (key %s)", ctx.idempotency_key)
-                return adopted
-        if self.hooks.task_run_wrapped:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._pool,
-                lambda: self.hooks.task_run(ctx=ctx, executor=executor, config_file=spec.config_file, upstream=upstream),
-            )
-        run = getattr(executor, "run")
-        if resolved.spec.run_is_async:
-            return await run(spec.config_file, ctx, upstream)
         assert self._pool is not None
-        result = await run_sync(self._pool, asyncio.get_running_loop(), run, spec.config_file, ctx, upstream)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        return await call_executor(self.executors, self.hooks, self._pool, executor, ctx, spec, upstream, adopt=adopt)
 
     async def _maybe_thread(self, func: Callable[..., Any], *args: Any) -> Any:
-        if inspect.iscoroutinefunction(func):
-            return await func(*args)
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._pool, func, *args)
-        return await result if inspect.isawaitable(result) else result
+        assert self._pool is not None
+        return await maybe_thread(self._pool, func, *args)
 
     async def _cancel_executor(self, executor: object | None, ctx: Context) -> None:
         cancel = getattr(executor, "cancel", None) if executor is not None else None
@@ -1002,6 +1065,7 @@ class Scheduler:
             self.executors,
             lambda event: self._post("job", event),
             poll_interval=self._poll_interval,
+            builtin={workqueue.TRACKER: workqueue.QueueTracker(self.storage)},
         )
         sweep_scratch(self.project.dir)  # what killed ork processes left in .ork/tmp
         now = time.time()

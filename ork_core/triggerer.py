@@ -108,8 +108,11 @@ class Triggerer:
         max_concurrent_polls: int = 8,
         max_poll_failures: int = DEFAULT_MAX_POLL_FAILURES,
         poll_interval: float | None = None,
+        builtin: dict[str, Any] | None = None,
     ) -> None:
         self._registry = registry
+        self._builtin = builtin or {}
+        """Trackers the core provides (``ork.queue``): one instance for all jobs, no executor built for them."""
         self._executors = executors
         self._post = post
         self._polls = asyncio.Semaphore(max_concurrent_polls)
@@ -124,12 +127,16 @@ class Triggerer:
         return len(self._where)
 
     async def _group(self, job: TrackedJob) -> _Group:
-        key = (job.tracker, job.executor)
+        builtin = self._builtin.get(job.tracker)
+        key = (job.tracker, "" if builtin is not None else job.executor)
         group = self._groups.get(key)
         if group is None:
-            cls = self._registry.get("tracker", job.tracker).load()
-            executor = await self._executors.get(job.executor)
-            tracker = cls(executor)
+            if builtin is not None:
+                tracker = builtin
+            else:
+                cls = self._registry.get("tracker", job.tracker).load()
+                executor = await self._executors.get(job.executor)
+                tracker = cls(executor)
             interval = self._interval_override or float(getattr(tracker, "poll_interval", DEFAULT_POLL_INTERVAL))
             group = _Group(
                 tracker,

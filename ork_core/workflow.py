@@ -21,7 +21,7 @@ from ork_core.checks import TaskWhere
 from ork_core.context import RUN_VALUES
 from ork_core.errors import OrkError, PathError, Problem, ProjectError, WorkflowError
 from ork_core.paths import resolve_path
-from ork_core.project import Project, ResolvedExecutor
+from ork_core.project import QUEUE_PATTERN, Project, ResolvedExecutor
 from ork_core.schedules import Schedule, compile_schedules
 from ork_core.yamlfile import YamlDoc, dotted, load_yaml, suggest, validation_problems
 
@@ -60,6 +60,8 @@ class TaskModel(BaseModel):
     timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT)
     on_failure: Literal["run", "skip"] = "skip"
     env: dict[str, str] = Field(default_factory=dict)
+    queue: str | None = Field(default=None, pattern=QUEUE_PATTERN)
+    """Run this task's attempts on an `ork worker` serving this queue, not in the scheduler."""
 
 
 class WorkflowModel(BaseModel):
@@ -92,6 +94,8 @@ class CompiledTask:
     task_config: dict[str, Any]
     dependents: list[str] = field(default_factory=list)
     max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY
+    queue: str | None = None
+    """The task's own ``queue:``; the executor's (ork.yaml) is looked up when the task runs."""
 
     def retry_delay_after(self, try_number: int) -> float:
         """Seconds to wait after attempt `try_number` fails: ``min(delay * backoff**(n-1), max)``.
@@ -107,7 +111,7 @@ class CompiledTask:
         return min(delay, self.max_retry_delay)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "executor": self.executor,
             "depends_on": list(self.depends_on),
             "config_file": self.config_file,
@@ -120,6 +124,9 @@ class CompiledTask:
             "env": self.env,
             "task_config": self.task_config,
         }
+        if self.queue is not None:  # absent otherwise: snapshots of tasks without one stay as they were
+            data["queue"] = self.queue
+        return data
 
     @classmethod
     def from_json(cls, name: str, data: dict[str, Any]) -> CompiledTask:
@@ -136,6 +143,7 @@ class CompiledTask:
             on_failure_run=data["on_failure_run"],
             env=data["env"],
             task_config=data["task_config"],
+            queue=data.get("queue"),
         )
 
 
@@ -450,6 +458,7 @@ def _compile_task(
         on_failure_run=tm.on_failure == "run",
         env=dict(tm.env),
         task_config=extra,
+        queue=tm.queue,
     )
 
 

@@ -260,6 +260,54 @@ class AttemptRecord:
     error: str | None
 
 
+WORK_STATUSES = ("queued", "running", "success", "failed", "cancelled")
+LOST = "lost"
+"""What `Storage.work_status` reports for a ``running`` item whose worker's claim has expired."""
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One attempt of a task with a ``queue:``, waiting for (or held by) an `ork worker`.
+
+    Keyed by the attempt's idempotency key, so enqueueing an attempt again (a scheduler that
+    was killed before it committed the deferral, then resumed) finds the same item.
+    """
+
+    id: str
+    run_id: str
+    task: str
+    attempt: int
+    queue: str
+    key: str
+    payload: dict[str, Any]
+    """What the worker needs without the scheduler: workflow hash, params, upstream outputs, origin…"""
+    status: str
+    """``queued``, ``running``, ``success``, ``failed``, ``cancelled``; `work_status` says
+    ``lost`` for a ``running`` item whose lease ended (its worker died or lost the database)."""
+    worker: str | None = None
+    lease_until: float | None = None
+    output: str | None = None
+    """The output as JSON text (``success`` only)."""
+    error: str | None = None
+    created_at: float = 0.0
+    claimed_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """An `ork worker` as its last heartbeat left it (for ``ork workers``)."""
+
+    id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    started_at: float
+    heartbeat_at: float
+    running: int
+    """Work items it holds now (``running``, lease not ended)."""
+
+
 class Storage(abc.ABC):
     """A state backend for one URL. Implementations are registered per URL scheme.
 
@@ -402,6 +450,81 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def deferred_tasks(self) -> list[TaskRecord]:
         """Every task in ``deferred`` state, across runs (for ``ork jobs``)."""
+
+    # -- workers (`ork worker`) -----------------------------------------------------------
+    # Not abstract: a backend that predates workers keeps working for every task without a
+    # ``queue:``; a queued task on it fails with this message instead of the backend failing
+    # to load.
+
+    def _no_workers(self) -> NotImplementedError:
+        return NotImplementedError(f"the storage backend {type(self).__name__} does not support workers (queue:)")
+
+    def enqueue_work(
+        self, run_id: str, task: str, attempt: int, queue: str, key: str, payload: dict[str, Any], now: float,
+    ) -> str:
+        """Queue an attempt for the workers of `queue`; returns its id.
+
+        Idempotent on `key` (unique): when an item with that key exists, nothing is written
+        and that item's id is returned, whatever its status.
+        """
+        raise self._no_workers()
+
+    def claim_work(self, worker: str, queues: Collection[str], lease: float, limit: int) -> list[WorkItem]:
+        """Claim, for `lease` seconds, at most `limit` ``queued`` items of `queues`, oldest first.
+
+        Atomic per item against every other claimant: an item is claimed by one worker,
+        and one another claimant is busy with is skipped, not waited for (``FOR UPDATE SKIP
+        LOCKED`` on PostgreSQL). A claimed item is ``running``; an item whose lease ends is
+        never claimed again (its attempt is retried as a new item).
+        """
+        raise self._no_workers()
+
+    def renew_work(self, worker: str, ids: Collection[str], lease: float) -> set[str]:
+        """Extend the leases `worker` holds on `ids`; returns those it still holds.
+
+        An item missing from the result was cancelled, or its lease ended before this
+        renewal: the worker must stop its attempt and not report it.
+        """
+        raise self._no_workers()
+
+    def finish_work(self, worker: str, id: str, status: str, output: str | None, error: str | None) -> bool:
+        """Record the outcome (``success``/``failed``) of a ``running`` item `worker` holds with an unexpired lease.
+
+        Returns False, writing nothing, otherwise: the attempt is then someone else's concern
+        (it was cancelled, or counted as lost and retried).
+        """
+        raise self._no_workers()
+
+    def release_work(self, worker: str, ids: Collection[str]) -> set[str]:
+        """Give back ``running`` items `worker` holds (it is stopping): they are ``queued`` again, for any worker.
+
+        The attempt is the same (same key), as an attempt cut short by a stopped scheduler is
+        run again by `ork resume`; returns the ids given back.
+        """
+        raise self._no_workers()
+
+    def cancel_work(self, id: str) -> bool:
+        """Cancel a ``queued`` or ``running`` item (a user's cancel, a timeout); its worker learns at its next renewal."""
+        raise self._no_workers()
+
+    def work_status(self, ids: Collection[str]) -> dict[str, WorkItem]:
+        """The items among `ids` that exist, by id, with ``lost`` for a ``running`` one whose lease ended.
+
+        The comparison uses the database's clock where it has one, as leases do.
+        """
+        raise self._no_workers()
+
+    def heartbeat_worker(self, worker: str, host: str, pid: int, queues: Sequence[str]) -> None:
+        """Register `worker` or note that it is alive now."""
+        raise self._no_workers()
+
+    def remove_worker(self, worker: str) -> None:
+        """Forget a worker that stopped (what it held has been finished or given back)."""
+        raise self._no_workers()
+
+    def list_workers(self) -> list[WorkerRecord]:
+        """Every registered worker, by host and pid."""
+        raise self._no_workers()
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -12,6 +12,7 @@ import contextlib
 import difflib
 import json
 import os
+import secrets
 import shutil
 import sqlite3
 import threading
@@ -39,6 +40,8 @@ from ork_core.storage.base import (
     Storage,
     TaskRecord,
     TaskUpdate,
+    WorkerRecord,
+    WorkItem,
     batch_runs,
     fence_error,
 )
@@ -118,6 +121,21 @@ _MIGRATIONS: list[str] = [
     # 5: leases: `ork scheduler` holds a run only as long as it keeps renewing its lease
     """
     ALTER TABLE runs ADD COLUMN lease_until REAL;
+    """,
+    # 6: workers: the attempts of tasks with a `queue:`, and the `ork worker` processes that run them
+    """
+    CREATE TABLE work_items (
+        id TEXT PRIMARY KEY, run_id TEXT NOT NULL, task TEXT NOT NULL, attempt INTEGER NOT NULL,
+        queue TEXT NOT NULL, key TEXT NOT NULL UNIQUE, payload TEXT NOT NULL, status TEXT NOT NULL,
+        worker TEXT, lease_until REAL, output TEXT, error TEXT, created_at REAL NOT NULL,
+        claimed_at REAL, finished_at REAL
+    );
+    CREATE INDEX work_items_queued ON work_items(queue, created_at) WHERE status = 'queued';
+    CREATE INDEX work_items_worker ON work_items(worker) WHERE status = 'running';
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, queues TEXT NOT NULL,
+        started_at REAL NOT NULL, heartbeat_at REAL NOT NULL
+    );
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -609,6 +627,140 @@ class SQLiteStorage(Storage):
                 f"SELECT {self._TASK_COLS} FROM tasks WHERE status='deferred' ORDER BY deferred_at"
             ).fetchall()
         return [self._task(r) for r in rows]
+
+    # -- workers -----------------------------------------------------------------------------
+
+    _WORK_COLS = ("id, run_id, task, attempt, queue, key, payload, status, worker, lease_until, output, error,"
+                  " created_at, claimed_at, finished_at")
+
+    @staticmethod
+    def _work(row: Sequence[Any], now: float | None = None) -> WorkItem:
+        status = row[7]
+        if now is not None and status == "running" and (row[9] is None or row[9] < now):
+            status = "lost"
+        return WorkItem(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), status, row[8], row[9],
+                        row[10], row[11], row[12], row[13], row[14])
+
+    def enqueue_work(
+        self, run_id: str, task: str, attempt: int, queue: str, key: str, payload: dict[str, Any], now: float,
+    ) -> str:
+        with self._writing() as db:
+            db.execute(
+                "INSERT INTO work_items(id, run_id, task, attempt, queue, key, payload, status, created_at)"
+                " VALUES (?,?,?,?,?,?,?,'queued',?) ON CONFLICT(key) DO NOTHING",
+                (secrets.token_hex(8), run_id, task, attempt, queue, key, json.dumps(payload), now),
+            )
+            found: str = db.execute("SELECT id FROM work_items WHERE key=?", (key,)).fetchone()[0]
+        return found
+
+    def claim_work(self, worker: str, queues: Collection[str], lease: float, limit: int) -> list[WorkItem]:
+        if not queues or limit < 1:
+            return []
+        names = list(queues)
+        marks = ",".join("?" * len(names))
+        with self._lock:  # an idle worker looks every poll: a read, not SQLite's one write lock, when nothing waits
+            if self._db.execute(
+                f"SELECT 1 FROM work_items WHERE status='queued' AND queue IN ({marks}) LIMIT 1", names
+            ).fetchone() is None:
+                return []
+        # BEGIN IMMEDIATE: the one write lock is held from the SELECT to the UPDATE
+        with self._writing() as db:
+            now = time.time()
+            rows = db.execute(
+                f"SELECT id FROM work_items WHERE status='queued' AND queue IN ({','.join('?' * len(names))})"
+                " ORDER BY created_at, rowid LIMIT ?", (*names, limit),
+            ).fetchall()
+            ids = [r[0] for r in rows]
+            if not ids:
+                return []
+            marks = ",".join("?" * len(ids))
+            db.execute(
+                f"UPDATE work_items SET status='running', worker=?, lease_until=?, claimed_at=? WHERE id IN ({marks})",
+                (worker, now + lease, now, *ids),
+            )
+            claimed = db.execute(
+                f"SELECT {self._WORK_COLS} FROM work_items WHERE id IN ({marks}) ORDER BY created_at, rowid", ids
+            ).fetchall()
+        return [self._work(r) for r in claimed]
+
+    def renew_work(self, worker: str, ids: Collection[str], lease: float) -> set[str]:
+        if not ids:
+            return set()
+        items = list(ids)
+        with self._writing() as db:
+            now = time.time()
+            rows = db.execute(
+                f"UPDATE work_items SET lease_until=? WHERE worker=? AND status='running' AND lease_until >= ?"
+                f" AND id IN ({','.join('?' * len(items))}) RETURNING id",
+                (now + lease, worker, now, *items),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def finish_work(self, worker: str, id: str, status: str, output: str | None, error: str | None) -> bool:
+        if status not in ("success", "failed"):
+            raise ValueError(f"a work item finishes as success or failed, not {status!r}")
+        with self._writing() as db:
+            now = time.time()
+            cursor = db.execute(
+                "UPDATE work_items SET status=?, output=?, error=?, finished_at=?"
+                " WHERE id=? AND worker=? AND status='running' AND lease_until >= ?",
+                (status, output, error, now, id, worker, now),
+            )
+        return bool(cursor.rowcount)
+
+    def release_work(self, worker: str, ids: Collection[str]) -> set[str]:
+        if not ids:
+            return set()
+        items = list(ids)
+        with self._writing() as db:
+            rows = db.execute(
+                "UPDATE work_items SET status='queued', worker=NULL, lease_until=NULL, claimed_at=NULL"
+                f" WHERE worker=? AND status='running' AND id IN ({','.join('?' * len(items))}) RETURNING id",
+                (worker, *items),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def cancel_work(self, id: str) -> bool:
+        with self._writing() as db:
+            cursor = db.execute(
+                "UPDATE work_items SET status='cancelled', finished_at=? WHERE id=? AND status IN ('queued','running')",
+                (time.time(), id),
+            )
+        return bool(cursor.rowcount)
+
+    def work_status(self, ids: Collection[str]) -> dict[str, WorkItem]:
+        items = list(ids)
+        found: dict[str, WorkItem] = {}
+        with self._lock:
+            now = time.time()
+            for i in range(0, len(items), 500):
+                chunk = items[i : i + 500]
+                for row in self._db.execute(
+                    f"SELECT {self._WORK_COLS} FROM work_items WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                ):
+                    found[row[0]] = self._work(row, now)
+        return found
+
+    def heartbeat_worker(self, worker: str, host: str, pid: int, queues: Sequence[str]) -> None:
+        with self._writing() as db:
+            now = time.time()
+            db.execute(
+                "INSERT INTO workers VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET heartbeat_at=excluded.heartbeat_at",
+                (worker, host, pid, json.dumps(list(queues)), now, now),
+            )
+
+    def remove_worker(self, worker: str) -> None:
+        with self._writing() as db:
+            db.execute("DELETE FROM workers WHERE id=?", (worker,))
+
+    def list_workers(self) -> list[WorkerRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT w.id, w.host, w.pid, w.queues, w.started_at, w.heartbeat_at,"
+                " (SELECT count(*) FROM work_items i WHERE i.worker = w.id AND i.status='running' AND i.lease_until >= ?)"
+                " FROM workers w ORDER BY w.host, w.pid, w.id", (time.time(),),
+            ).fetchall()
+        return [WorkerRecord(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], r[5], r[6]) for r in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -59,6 +59,11 @@ elif action == "claim_runs":
     while batch := storage.claim_runs(sys.argv[4], 30.0, limit=3):
         mine += [r.id for r in batch]
     print(json.dumps(mine))
+elif action == "claim_work":
+    mine = []
+    while batch := storage.claim_work(sys.argv[4], ["q"], 30.0, 2):
+        mine += [i.task for i in batch]
+    print(json.dumps(mine))
 elif action == "ticks":
     won = [ts for ts in range(0, 3000, 60) if storage.create_run(
         f"{sys.argv[4]}-{ts}", "h", "w", "wf.yaml", {}, [("a", "python")], 1.0,
@@ -688,3 +693,128 @@ class StorageConformance:
         storage.set_paused("never-seen", True, 6.0)
         storage.set_paused("w", False, 7.0)
         assert self.open().pause_states() == {"w": PauseState(False, 7.0), "never-seen": PauseState(True, 6.0)}
+
+    # -- workers -------------------------------------------------------------------------
+
+    @staticmethod
+    def enqueue(storage: Storage, n: int, queue: str = "q", now: float | None = None) -> str:
+        return storage.enqueue_work("r", f"t{n}", 1, queue, f"key-{n}", {"task": f"t{n}", "n": n},
+                                    float(n) if now is None else now)
+
+    def test_enqueueing_an_attempt_twice_finds_the_same_item(self) -> None:
+        storage = self.open()
+        first = self.enqueue(storage, 1)
+        assert self.enqueue(storage, 1) == first
+        assert self.open().enqueue_work("r", "t1", 1, "q", "key-1", {"other": True}, 9.0) == first
+        item = storage.work_status([first])[first]
+        assert (item.status, item.run_id, item.task, item.attempt, item.queue, item.payload) == (
+            "queued", "r", "t1", 1, "q", {"task": "t1", "n": 1})
+
+    def test_claim_work_takes_queued_items_of_its_queues_oldest_first(self) -> None:
+        storage = self.open()
+        ids = [self.enqueue(storage, n, queue="q" if n != 2 else "other") for n in (3, 1, 2, 4)]
+        claimed = storage.claim_work("w1", ["q"], 30.0, 2)
+        assert [i.task for i in claimed] == ["t1", "t3"]
+        assert all(i.status == "running" and i.worker == "w1" and i.lease_until for i in claimed)
+        assert [i.task for i in self.open().claim_work("w2", ["q", "none"], 30.0, 5)] == ["t4"]
+        assert storage.claim_work("w3", ["q"], 30.0, 5) == []
+        assert storage.claim_work("w3", [], 30.0, 5) == []
+        assert [i.task for i in storage.claim_work("w3", ["other"], 30.0, 5)] == ["t2"]
+        statuses = storage.work_status(ids + ["missing"])
+        assert set(statuses) == set(ids) and {i.status for i in statuses.values()} == {"running"}
+
+    def test_only_the_holder_renews_and_finishes_an_item(self) -> None:
+        storage = self.open()
+        a, b = self.enqueue(storage, 1), self.enqueue(storage, 2)
+        storage.claim_work("w1", ["q"], 30.0, 2)
+        assert storage.renew_work("w1", [a, b, "missing"], 30.0) == {a, b}
+        assert storage.renew_work("w2", [a], 30.0) == set()
+        assert not storage.finish_work("w2", a, "success", "1", None)
+        assert storage.finish_work("w1", a, "success", JSONText('{"x": 1}'), None)
+        assert not storage.finish_work("w1", a, "failed", None, "again")  # finished once
+        assert storage.finish_work("w1", b, "failed", None, "boom\x00")
+        got = storage.work_status([a, b])
+        assert (got[a].status, json.loads(got[a].output or "null"), got[a].finished_at is not None) == ("success", {"x": 1}, True)
+        assert got[b].status == "failed" and (got[b].error or "").startswith("boom")
+        assert storage.renew_work("w1", [a, b], 30.0) == set()
+
+    def test_an_item_whose_lease_ended_is_lost_and_never_claimed_again(self) -> None:
+        storage = self.open()
+        a = self.enqueue(storage, 1)
+        assert [i.id for i in storage.claim_work("w1", ["q"], 0.3, 1)] == [a]
+        assert storage.work_status([a])[a].status == "running"
+        time.sleep(0.6)
+        assert storage.work_status([a])[a].status == "lost"
+        assert storage.renew_work("w1", [a], 30.0) == set()
+        assert not storage.finish_work("w1", a, "success", "1", None)
+        assert storage.claim_work("w2", ["q"], 30.0, 5) == []
+
+    def test_a_released_item_is_queued_again_for_any_worker(self) -> None:
+        storage = self.open()
+        a, b = self.enqueue(storage, 1), self.enqueue(storage, 2)
+        storage.claim_work("w1", ["q"], 30.0, 2)
+        assert storage.finish_work("w1", b, "success", "2", None)
+        assert storage.release_work("w2", [a], ) == set()  # not its holder
+        assert storage.release_work("w1", [a, b]) == {a}  # a finished item stays finished
+        assert storage.renew_work("w1", [a], 30.0) == set() and not storage.finish_work("w1", a, "success", "1", None)
+        again = self.open().claim_work("w2", ["q"], 30.0, 5)
+        assert [(i.id, i.worker, i.status, i.attempt) for i in again] == [(a, "w2", "running", 1)]
+
+    def test_a_cancelled_item_is_not_renewed_or_finished(self) -> None:
+        storage = self.open()
+        queued, running = self.enqueue(storage, 1), self.enqueue(storage, 2)
+        storage.claim_work("w1", ["q"], 30.0, 1)  # t1 (oldest)
+        assert storage.cancel_work(queued) and not storage.cancel_work(queued)
+        assert storage.cancel_work(running) is True
+        assert storage.claim_work("w1", ["q"], 30.0, 5) == []
+        assert storage.renew_work("w1", [queued], 30.0) == set()
+        assert not storage.finish_work("w1", queued, "success", "1", None)
+        assert {i.status for i in storage.work_status([queued, running]).values()} == {"cancelled"}
+
+    def test_workers_racing_to_claim_work_claim_each_item_once(self) -> None:
+        storage = self.open()
+        for n in range(60):
+            self.enqueue(storage, n)
+        storages = [self.open() for _ in range(6)]
+        barrier = threading.Barrier(len(storages))
+        claimed: dict[str, list[str]] = {}
+
+        def claim(i: int) -> None:
+            barrier.wait()
+            mine = claimed.setdefault(f"w{i}", [])
+            while batch := storages[i].claim_work(f"w{i}", ["q"], 30.0, 3):
+                mine += [item.task for item in batch]
+
+        threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(storages))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        every = sorted(task for tasks in claimed.values() for task in tasks)
+        assert every == sorted(f"t{n}" for n in range(60)), claimed
+
+    def test_worker_processes_racing_to_claim_work_claim_each_item_once(self) -> None:
+        storage = self.open()
+        for n in range(40):
+            self.enqueue(storage, n)
+        results = [json.loads(out) for out in self.children("claim_work", *[[f"w{i}"] for i in range(self.processes)])]
+        assert sorted(t for tasks in results for t in tasks) == sorted(f"t{n}" for n in range(40)), results
+        holders = {i.task: i.worker for i in storage.work_status([self.enqueue(storage, n) for n in range(40)]).values()}
+        assert all(holders[t] == f"w{i}" for i, tasks in enumerate(results) for t in tasks)
+
+    def test_workers_are_listed_with_what_they_hold(self) -> None:
+        storage = self.open()
+        assert storage.list_workers() == []
+        storage.heartbeat_worker("w1", "host-a", 11, ["q", "gpu"])
+        storage.heartbeat_worker("w2", "host-b", 22, ["q"])
+        first = storage.list_workers()[0]
+        time.sleep(0.02)
+        storage.heartbeat_worker("w1", "host-a", 11, ["q", "gpu"])
+        self.enqueue(storage, 1)
+        storage.claim_work("w1", ["q"], 30.0, 1)
+        workers = storage.list_workers()
+        assert [(w.id, w.host, w.pid, w.queues, w.running) for w in workers] == [
+            ("w1", "host-a", 11, ("q", "gpu"), 1), ("w2", "host-b", 22, ("q",), 0)]
+        assert workers[0].started_at == first.started_at and workers[0].heartbeat_at > first.heartbeat_at
+        storage.remove_worker("w1")
+        assert [w.id for w in storage.list_workers()] == ["w2"]

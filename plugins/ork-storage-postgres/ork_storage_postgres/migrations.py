@@ -76,6 +76,21 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN lease_until double precision;
     """,
+    # 3: workers (SQLite's migration 6): attempts of tasks with a `queue:`, and the `ork worker`s running them
+    """
+    CREATE TABLE work_items (
+        id text PRIMARY KEY, run_id text NOT NULL, task text NOT NULL, attempt integer NOT NULL,
+        queue text NOT NULL, key text NOT NULL UNIQUE, payload text NOT NULL, status text NOT NULL,
+        worker text, lease_until double precision, output text, error text, created_at double precision NOT NULL,
+        claimed_at double precision, finished_at double precision, seq bigserial
+    );
+    CREATE INDEX work_items_queued ON work_items(queue, created_at, seq) WHERE status = 'queued';
+    CREATE INDEX work_items_worker ON work_items(worker) WHERE status = 'running';
+    CREATE TABLE workers (
+        id text PRIMARY KEY, host text NOT NULL, pid integer NOT NULL, queues text NOT NULL,
+        started_at double precision NOT NULL, heartbeat_at double precision NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

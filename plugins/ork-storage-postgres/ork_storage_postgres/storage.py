@@ -20,6 +20,7 @@ import contextlib
 import difflib
 import json
 import os
+import secrets
 import threading
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
@@ -46,6 +47,8 @@ from ork_core.storage.base import (
     Storage,
     TaskRecord,
     TaskUpdate,
+    WorkerRecord,
+    WorkItem,
     batch_runs,
     fence_error,
 )
@@ -466,9 +469,131 @@ class PostgresStorage(Storage):
             ).fetchall()
         return [_task(r) for r in rows]
 
+    # -- workers -----------------------------------------------------------------------------
+
+    def enqueue_work(
+        self, run_id: str, task: str, attempt: int, queue: str, key: str, payload: dict[str, Any], now: float,
+    ) -> str:
+        with self._writing() as conn:
+            conn.execute(
+                "INSERT INTO work_items(id, run_id, task, attempt, queue, key, payload, status, created_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, 'queued', %s) ON CONFLICT (key) DO NOTHING",
+                (secrets.token_hex(8), run_id, task, attempt, queue, key, json.dumps(payload), now),
+            )
+            row = conn.execute("SELECT id FROM work_items WHERE key = %s", (key,)).fetchone()
+        assert row is not None
+        found: str = row[0]
+        return found
+
+    def claim_work(self, worker: str, queues: Collection[str], lease: float, limit: int) -> list[WorkItem]:
+        if not queues or limit < 1:
+            return []
+        with self._writing() as conn:
+            rows = conn.execute(
+                "WITH candidates AS ("
+                " SELECT id AS cid FROM work_items WHERE status = 'queued' AND queue = ANY(%(queues)s)"
+                " ORDER BY created_at, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+                " UPDATE work_items SET status = 'running', worker = %(worker)s,"
+                " claimed_at = extract(epoch FROM clock_timestamp()),"
+                " lease_until = extract(epoch FROM clock_timestamp()) + %(lease)s"
+                f" FROM candidates WHERE work_items.id = candidates.cid RETURNING {_WORK_COLS}, seq",
+                {"queues": list(queues), "limit": limit, "worker": worker, "lease": lease},
+            ).fetchall()
+        return [_work(r) for r in sorted(rows, key=lambda r: (r[12], r[15]))]
+
+    def renew_work(self, worker: str, ids: Collection[str], lease: float) -> set[str]:
+        if not ids:
+            return set()
+        with self._writing() as conn:
+            rows = conn.execute(
+                "UPDATE work_items SET lease_until = extract(epoch FROM clock_timestamp()) + %s"
+                " WHERE worker = %s AND status = 'running' AND lease_until >= extract(epoch FROM clock_timestamp())"
+                " AND id = ANY(%s) RETURNING id",
+                (lease, worker, list(ids)),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def finish_work(self, worker: str, id: str, status: str, output: str | None, error: str | None) -> bool:
+        if status not in ("success", "failed"):
+            raise ValueError(f"a work item finishes as success or failed, not {status!r}")
+        with self._writing() as conn:
+            cursor = conn.execute(
+                "UPDATE work_items SET status = %s, output = %s, error = %s,"
+                " finished_at = extract(epoch FROM clock_timestamp())"
+                " WHERE id = %s AND worker = %s AND status = 'running'"
+                " AND lease_until >= extract(epoch FROM clock_timestamp())",
+                (status, None if output is None else _text(output), None if error is None else _text(error), id, worker),
+            )
+        return bool(cursor.rowcount)
+
+    def release_work(self, worker: str, ids: Collection[str]) -> set[str]:
+        if not ids:
+            return set()
+        with self._writing() as conn:
+            rows = conn.execute(
+                "UPDATE work_items SET status = 'queued', worker = NULL, lease_until = NULL, claimed_at = NULL"
+                " WHERE worker = %s AND status = 'running' AND id = ANY(%s) RETURNING id",
+                (worker, list(ids)),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def cancel_work(self, id: str) -> bool:
+        with self._writing() as conn:
+            cursor = conn.execute(
+                "UPDATE work_items SET status = 'cancelled', finished_at = extract(epoch FROM clock_timestamp())"
+                " WHERE id = %s AND status IN ('queued', 'running')",
+                (id,),
+            )
+        return bool(cursor.rowcount)
+
+    def work_status(self, ids: Collection[str]) -> dict[str, WorkItem]:
+        if not ids:
+            return {}
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_WORK_COLS}, extract(epoch FROM clock_timestamp()) FROM work_items WHERE id = ANY(%s)",
+                (list(ids),),
+            ).fetchall()
+        return {r[0]: _work(r, now=float(r[15])) for r in rows}
+
+    def heartbeat_worker(self, worker: str, host: str, pid: int, queues: Sequence[str]) -> None:
+        with self._writing() as conn:
+            conn.execute(
+                "INSERT INTO workers VALUES (%s, %s, %s, %s, extract(epoch FROM clock_timestamp()),"
+                " extract(epoch FROM clock_timestamp()))"
+                " ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                (worker, host, pid, json.dumps(list(queues))),
+            )
+
+    def remove_worker(self, worker: str) -> None:
+        with self._writing() as conn:
+            conn.execute("DELETE FROM workers WHERE id = %s", (worker,))
+
+    def list_workers(self) -> list[WorkerRecord]:
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT w.id, w.host, w.pid, w.queues, w.started_at, w.heartbeat_at,"
+                " (SELECT count(*) FROM work_items i WHERE i.worker = w.id AND i.status = 'running'"
+                "  AND i.lease_until >= extract(epoch FROM clock_timestamp()))"
+                " FROM workers w ORDER BY w.host, w.pid, w.id"
+            ).fetchall()
+        return [WorkerRecord(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], r[5], int(r[6])) for r in rows]
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+_WORK_COLS = ("id, run_id, task, attempt, queue, key, payload, status, worker, lease_until, output, error,"
+              " created_at, claimed_at, finished_at")
+
+
+def _work(row: Sequence[Any], now: float | None = None) -> WorkItem:
+    status = row[7]
+    if now is not None and status == "running" and (row[9] is None or row[9] < now):
+        status = "lost"
+    return WorkItem(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), status, row[8], row[9],
+                    row[10], row[11], row[12], row[13], row[14])
 
 
 def _value(key: str, value: Any) -> Any:
