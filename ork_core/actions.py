@@ -62,10 +62,8 @@ def retry(storage: Storage, run_id: str, tasks: Sequence[str] | None = None, *, 
     record = storage.get_run(run_id)
     if record.status not in FINAL_RUN_STATUSES:
         raise OrkError(f"run {run_id} is {record.status}; only a finished run can be retried")
-    from ork_core.workflow import CompiledWorkflow as _CW
-
     data, source = storage.load_workflow(record.workflow_hash)
-    workflow = _CW.from_json(data, record.workflow_hash, source)
+    workflow = CompiledWorkflow.from_json(data, record.workflow_hash, source)
     failed = {n for n, t in record.tasks.items() if t.status in ("failed", "cancelled", "upstream_failed")}
     if tasks:
         unknown = [t for t in tasks if t not in record.tasks]

@@ -9,18 +9,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import date, datetime, timezone
+from dataclasses import replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ork_core.cli import Env, _echo, _errors, _fail, _parse_params, _style, main, pass_env
+from ork_core.cli import Env, _echo, _errors, _fail, _parse_params, main, pass_env
 from ork_core.display import cell
-
-
-def _utc(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ") if ts is not None else "-"
 
 
 @main.command()
@@ -210,7 +207,7 @@ def backfill(env: Env, workflow: str, start: str, end: str, key: str | None, max
             _fail(f"--end {end} is before --start {start}")
         params = {**compiled.params, **schedule.params}
         created = existing = 0
-        unbounded = replace_bounds(schedule)
+        unbounded = replace(schedule, start=None, end=None)  # a backfill names its own range
         for tick in unbounded.ticks(lo - 1, hi):
             origin = RunOrigin(
                 "backfill", schedule.key, tick.ts, tick.logical_date, tick.interval_start, tick.interval_end,
@@ -221,13 +218,6 @@ def backfill(env: Env, workflow: str, start: str, end: str, key: str | None, max
             else:
                 created += 1
     _echo(f"{compiled.name}: {created} run(s) queued, {existing} tick(s) in the range had a run already")
-
-
-def replace_bounds(schedule: Any) -> Any:
-    """The schedule without start/end: a backfill names its own range."""
-    from dataclasses import replace
-
-    return replace(schedule, start=None, end=None)
 
 
 @main.command()
@@ -255,5 +245,3 @@ def retry(env: Env, run_id: str, tasks: tuple[str, ...], no_downstream: bool) ->
         reset_tasks = reset(env.storage(env.project()), run_id, list(tasks) or None, downstream=not no_downstream)
     _echo(f"run {run_id}: queued again with {', '.join(reset_tasks)}")
 
-
-__all__ = ["_style"]

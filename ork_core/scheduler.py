@@ -1221,7 +1221,11 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 """Signals that stop ork and leave the run resumable (`Scheduler.request_stop`)."""
 
 
-def _install_signal_handlers(loop: asyncio.AbstractEventLoop, scheduler: Scheduler) -> Callable[[], None]:
+class _Stoppable(Protocol):
+    def request_stop(self, signum: int) -> None: ...
+
+
+def _install_signal_handlers(loop: asyncio.AbstractEventLoop, scheduler: _Stoppable) -> Callable[[], None]:
     """SIGINT, SIGTERM and SIGHUP stop the run, resumable; a second one stops faster.
 
     The handlers only post an event to the loop, so the stop goes through `Scheduler.run`'s

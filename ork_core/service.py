@@ -35,14 +35,12 @@ import functools
 import math
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
-from typing import Any
 
 from ork_core.actions import workflow_files
 from ork_core.clock import Clock
@@ -51,7 +49,7 @@ from ork_core.errors import OrkError, RunClaimedError, StorageError
 from ork_core.ownership import Owner
 from ork_core.plugins import Plugins
 from ork_core.project import Project
-from ork_core.scheduler import STOP_SIGNALS, STOPPED, RunResult, Scheduler, create_tick_run, resume_scheduler
+from ork_core.scheduler import STOPPED, RunResult, Scheduler, _install_signal_handlers, create_tick_run, resume_scheduler
 from ork_core.schedules import Schedule, Tick
 from ork_core.secrets import strip_password
 from ork_core.slots import SharedSlots
@@ -448,15 +446,14 @@ class Service:
 
     def _sleep_for(self) -> float:
         most = min(self.poll, self.lease / 3)
-        dues = [s.next_due for s in self.schedules.values() if s.next_due is not None]
-        if not dues:
+        if self._earliest == math.inf:  # (as of this pass's look at the schedules)
             return most
-        return min(most, self.clock.seconds_until(min(dues)))
+        return min(most, self.clock.seconds_until(self._earliest))
 
     async def serve(self) -> int:
         """Serve until a stop signal; returns that signal's number."""
         self._wake = asyncio.Event()
-        remove = self._install_signals()
+        remove = _install_signal_handlers(asyncio.get_running_loop(), self)  # the run loop's own, one mechanism
         try:
             self.log(f"ork scheduler {self.owner} on {strip_password(self.storage.url)}, "
                      f"max_concurrency {self.slots.limit}, lease {self.lease:g}s, clock {_utc(self.clock.now())}")
@@ -485,27 +482,6 @@ class Service:
         results = [t.result() for t in tasks if not t.cancelled() and t.exception() is None]
         stopped = sum(1 for r in results if r.status == STOPPED)
         self.log(f"stopped: {stopped} run(s) left resumable; the next `ork scheduler` continues them")
-
-    def _install_signals(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        loop = asyncio.get_running_loop()
-        installed: dict[int, Any] = {}
-        for sig in STOP_SIGNALS:
-            previous = signal.getsignal(sig)
-            try:
-                loop.add_signal_handler(sig, self.request_stop, sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                continue
-            installed[sig] = previous
-
-        def remove() -> None:
-            for sig, previous in installed.items():
-                loop.remove_signal_handler(sig)
-                if previous is not None:
-                    signal.signal(sig, previous)
-
-        return remove
 
 
 __all__ = ["Clock", "Service"]
