@@ -148,7 +148,8 @@ def test_kill_9_and_sigterm_at_random_moments_never_run_a_success_twice(
         if r.action == "SIGTERM" and owner == r.pid:
             # this ork had created the run or started its loop: the signal was ork's to handle
             # (earlier, the interpreter was still starting and SIGTERM's default ends it)
-            assert r.exit_code == 128 + signal.SIGTERM, (r, seed)
+            # (a SIGTERM that lands after the run's last commit finds ork done: it exits as the run ended)
+            assert r.exit_code == 128 + signal.SIGTERM or (status == "success" and r.exit_code == 0), (r, status, seed)
             assert marked_processes({RUN_MARKER: run_id}) == {}, f"SIGTERM left processes (seed {seed})"
             assert status in ("stopped", "pending", "success"), (status, seed)
         seen["lines"] = lines
