@@ -42,7 +42,7 @@ from ork_core.scratch import sweep as sweep_scratch
 from ork_core.secrets import mask, mask_batch
 from ork_core.slots import SharedSlots
 from ork_core.storage.base import (
-    FINAL_TASK_STATUSES, QUEUED, JSONText, LogLine, Metric, RunOrigin, RunUpdate, Storage, TaskUpdate,
+    FINAL_TASK_STATUSES, QUEUED, JSONText, LogLine, Metric, NewWork, RunOrigin, RunUpdate, Storage, TaskUpdate,
 )
 from ork_core import workqueue
 from ork_core.triggerer import JobEvent, TrackedJob, Triggerer
@@ -387,6 +387,7 @@ class Scheduler:
         kill_grace: float = 5.0,
         origin: RunOrigin | None = None,
         shared: SharedSlots | None = None,
+        queue_tracker: workqueue.QueueTracker | None = None,
     ) -> None:
         self.project = project
         self.plugins = plugins
@@ -413,6 +414,7 @@ class Scheduler:
         self._running_per_executor: dict[str, int] = {}
         self._running = 0
         self._to_start: list[TaskState] = []
+        self._redispatch = False
         self._events: asyncio.Queue[tuple[str, Any]] | None = None
         self._cancelling = False
         self._pool: DaemonPool | None = None
@@ -433,6 +435,8 @@ class Scheduler:
         """Set by a second signal: SIGKILL what is left and leave the loop at once."""
         self.shared = shared
         """Slots shared with the other runs of this process (`ork scheduler`), if any."""
+        self.queue_tracker = queue_tracker
+        """The tracker of queued tasks shared with the other runs of this process, if any."""
         self._abandoned = False
         """Set by `abandon`: the claim was lost, so nothing more is written for this run."""
         self.fenced = False
@@ -798,10 +802,6 @@ class Scheduler:
     async def _execute(self, st: TaskState) -> None:
         spec = st.spec
         attempt = st.attempt
-        queue = spec.queue or self._executor_queue(spec.executor)
-        if queue is not None:
-            self._post("done", (spec.name, attempt, self._enqueue_work(st, queue)))
-            return
         ctx = self._context(st)
         st.ctx = ctx
         executor: object | None = None
@@ -847,12 +847,47 @@ class Scheduler:
             outcome = Outcome("failed", error=task_raised(exc))
         self._post("done", (spec.name, attempt, outcome))
 
-    def _executor_queue(self, executor: str) -> str | None:
-        entry = self.project.settings.executors.get(executor)
+    def _queue_of(self, spec: CompiledTask) -> str | None:
+        if spec.queue is not None:
+            return spec.queue
+        entry = self.project.settings.executors.get(spec.executor)
         return entry.queue if entry is not None else None
 
-    def _enqueue_work(self, st: TaskState, queue: str) -> Outcome:
-        """Hand the attempt to the workers of `queue`: a deferral whose tracker reads storage (`ork_core.workqueue`)."""
+    def _start_runners(self) -> None:
+        """Start the attempts `_dispatch` chose: a coroutine each, or for those with a queue, one enqueue for all."""
+        queued: list[tuple[TaskState, str]] = []
+        for st in self._to_start:
+            queue = self._queue_of(st.spec)
+            if queue is not None:
+                queued.append((st, queue))
+                continue
+            st.runner = asyncio.create_task(self._execute(st), name=f"ork-task-{st.spec.name}")
+            st.runner.add_done_callback(functools.partial(self._runner_done, st.spec.name, st.attempt))
+        self._to_start = []
+        if queued and not self._abandoned:
+            for (st, _), outcome in zip(queued, self._enqueue_work(queued)):
+                self._release(st)
+                self._apply_outcome(st, outcome)
+            self._commit()  # the deferrals' handles are committed before they are tracked
+            self._redispatch = True  # their slots are free again, and no event will say so
+
+    def _enqueue_work(self, attempts: list[tuple[TaskState, str]]) -> list[Outcome]:
+        """Hand attempts to the workers of their queues: deferrals whose tracker reads storage (`ork_core.workqueue`).
+
+        Their `running` state, with the idempotency key each item is keyed by, is committed
+        first: a scheduler killed between the two finds the same items when it resumes.
+        """
+        items = [NewWork(self.run_id, st.spec.name, st.attempt, queue,
+                         st.idempotency_key or f"{self.run_id}/{st.spec.name}/{st.try_number}", self._work_payload(st))
+                 for st, queue in attempts]
+        try:
+            deferreds = workqueue.enqueue(self.storage, items)
+        except (OrkError, NotImplementedError) as exc:
+            return [Outcome("failed", error=f"cannot queue the task on {queue!r}: {exc}") for _, queue in attempts]
+        return [Outcome("deferred", deferred=d) for d in deferreds]
+
+    def _work_payload(self, st: TaskState) -> dict[str, Any]:
+        """What a worker needs to run the attempt without this scheduler."""
         spec = st.spec
         trigger, logical_date, interval_start, interval_end = self._run_context()
         payload = {
@@ -869,14 +904,7 @@ class Scheduler:
             "started_at": st.started_at,
         }
         st.resume_adopt = False
-        try:
-            deferred = workqueue.enqueue(
-                self.storage, queue=queue, run_id=self.run_id, task=spec.name, attempt=st.attempt,
-                key=st.idempotency_key or f"{self.run_id}/{spec.name}/{st.try_number}", payload=payload,
-            )
-        except (OrkError, NotImplementedError) as exc:
-            return Outcome("failed", error=f"cannot queue the task on {queue!r}: {exc}")
-        return Outcome("deferred", deferred=deferred)
+        return payload
 
     def _runner_done(self, name: str, attempt: int, runner: asyncio.Task[None]) -> None:
         """A safety net: an attempt whose coroutine died without reporting must not hang the run."""
@@ -1065,7 +1093,7 @@ class Scheduler:
             self.executors,
             lambda event: self._post("job", event),
             poll_interval=self._poll_interval,
-            builtin={workqueue.TRACKER: workqueue.QueueTracker(self.storage)},
+            builtin={workqueue.TRACKER: self.queue_tracker or workqueue.QueueTracker(self.storage)},
         )
         sweep_scratch(self.project.dir)  # what killed ork processes left in .ork/tmp
         now = time.time()
@@ -1078,10 +1106,7 @@ class Scheduler:
             while True:
                 self._dispatch()
                 self._commit()
-                for st in self._to_start:
-                    st.runner = asyncio.create_task(self._execute(st), name=f"ork-task-{st.spec.name}")
-                    st.runner.add_done_callback(functools.partial(self._runner_done, st.spec.name, st.attempt))
-                self._to_start = []
+                self._start_runners()
                 for st in self._to_track:
                     assert st.handle is not None
                     deadline = (st.started_at + st.spec.timeout) if st.spec.timeout and st.started_at else None
@@ -1097,8 +1122,12 @@ class Scheduler:
                     continue
                 if self._done() or self._stop_now or (self._stop_signal is not None and self._running == 0):
                     break
-                kind, payload = await self._events.get()
-                self._handle(kind, payload)
+                if self._redispatch:  # dispatch again, after letting the other runs of this process move
+                    self._redispatch = False
+                    await asyncio.sleep(0)
+                else:
+                    kind, payload = await self._events.get()
+                    self._handle(kind, payload)
                 while not self._events.empty():
                     kind, payload = self._events.get_nowait()
                     self._handle(kind, payload)
@@ -1302,7 +1331,7 @@ def execute(scheduler: Scheduler, *, resumed: bool = False, handle_signals: bool
 def resume_scheduler(
     *, project: Project, plugins: Plugins, storage: Storage, run_id: str, reporter: Reporter | None = None,
     max_concurrency: int | None = None, poll_interval: float | None = None, force: bool = False,
-    shared: SharedSlots | None = None,
+    shared: SharedSlots | None = None, queue_tracker: workqueue.QueueTracker | None = None,
 ) -> Scheduler:
     """A scheduler that continues `run_id` from its stored state and workflow snapshot."""
     from ork_core.workflow import CompiledWorkflow
@@ -1324,7 +1353,7 @@ def resume_scheduler(
         project=project, plugins=plugins, storage=storage, workflow=workflow, run_id=run_id,
         params=record.params, reporter=reporter, max_concurrency=max_concurrency, poll_interval=poll_interval,
         origin=record.origin,
-        shared=shared,
+        shared=shared, queue_tracker=queue_tracker,
     )
     scheduler.load_state(record.tasks)
     return scheduler

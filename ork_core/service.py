@@ -53,6 +53,7 @@ from ork_core.scheduler import STOPPED, RunResult, Scheduler, _install_signal_ha
 from ork_core.schedules import Schedule, Tick
 from ork_core.secrets import strip_password
 from ork_core.slots import SharedSlots
+from ork_core.workqueue import QueueTracker
 from ork_core.storage.base import QUEUED, PauseState, RunOrigin, RunRecord, ScheduleRecord, Storage
 from ork_core.workflow import CompiledWorkflow, load_workflow, required_params
 
@@ -150,6 +151,8 @@ class Service:
         self.kill_grace = kill_grace
         self.lease = lease
         self.slots = SharedSlots(max_concurrency or project.settings.max_concurrency)
+        self.queue_tracker = QueueTracker(storage)
+        """One tracker of queued tasks for every run: their polls share reads."""
         self.served: dict[Path, Served] = {}
         self.schedules: dict[tuple[str, str], ScheduleState] = {}
         self.active: dict[str, Active] = {}
@@ -412,7 +415,7 @@ class Service:
         try:
             scheduler = resume_scheduler(
                 project=self.project, plugins=self.plugins, storage=self.storage, run_id=record.id,
-                reporter=RunLog(self.log, record.id, label), shared=self.slots,
+                reporter=RunLog(self.log, record.id, label), shared=self.slots, queue_tracker=self.queue_tracker,
             )
         except RunClaimedError:
             return  # another process took it first

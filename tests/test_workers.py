@@ -122,6 +122,10 @@ def test_two_workers_share_a_queue_and_each_task_runs_once(project: Path, procs:
     assert pids <= {w.pid for w in workers} and run.pid not in pids
     db = project / ".ork" / "ork.db"
     assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT key) FROM work_items WHERE status = 'success'") == [(50, 50)]
+    # the 50 attempts started in one pass were enqueued by one call (one `now`), in the workflow's order
+    assert rows(db, "SELECT COUNT(DISTINCT created_at) FROM work_items") == [(1,)]
+    claimed = [r[0] for r in rows(db, "SELECT task FROM work_items ORDER BY claimed_at, rowid")]
+    assert claimed[:4] == ["t0", "t1", "t2", "t3"]  # the first claim took the four oldest
 
 
 def test_a_killed_workers_attempt_is_retried_by_another_worker_after_its_claim_expires(project: Path, procs: Procs) -> None:

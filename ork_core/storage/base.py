@@ -266,6 +266,19 @@ LOST = "lost"
 
 
 @dataclass(frozen=True)
+class NewWork:
+    """An attempt to hand to the workers of `queue` (`Storage.enqueue_work`)."""
+
+    run_id: str
+    task: str
+    attempt: int
+    queue: str
+    key: str
+    """The attempt's idempotency key: enqueueing it again finds the item it made."""
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class WorkItem:
     """One attempt of a task with a ``queue:``, waiting for (or held by) an `ork worker`.
 
@@ -459,13 +472,13 @@ class Storage(abc.ABC):
     def _no_workers(self) -> NotImplementedError:
         return NotImplementedError(f"the storage backend {type(self).__name__} does not support workers (queue:)")
 
-    def enqueue_work(
-        self, run_id: str, task: str, attempt: int, queue: str, key: str, payload: dict[str, Any], now: float,
-    ) -> str:
-        """Queue an attempt for the workers of `queue`; returns its id.
+    def enqueue_work(self, items: Sequence[NewWork], now: float) -> list[str]:
+        """Queue attempts for the workers of their queues, in one transaction; returns their ids, in order.
 
-        Idempotent on `key` (unique): when an item with that key exists, nothing is written
-        and that item's id is returned, whatever its status.
+        One call for every attempt a scheduler starts in one pass: a wide fan-out costs one
+        transaction, not one per task. Idempotent on each `key` (unique): when an item with
+        that key exists, nothing is written for it and that item's id is returned, whatever
+        its status. Items of one call are claimed in the order given.
         """
         raise self._no_workers()
 

@@ -41,6 +41,7 @@ from ork_core.storage.base import (
     TaskRecord,
     TaskUpdate,
     WorkerRecord,
+    NewWork,
     WorkItem,
     batch_runs,
     fence_error,
@@ -641,17 +642,24 @@ class SQLiteStorage(Storage):
         return WorkItem(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), status, row[8], row[9],
                         row[10], row[11], row[12], row[13], row[14])
 
-    def enqueue_work(
-        self, run_id: str, task: str, attempt: int, queue: str, key: str, payload: dict[str, Any], now: float,
-    ) -> str:
+    def enqueue_work(self, items: Sequence[NewWork], now: float) -> list[str]:
+        if not items:
+            return []
+        keys = [i.key for i in items]
         with self._writing() as db:
-            db.execute(
+            db.executemany(
                 "INSERT INTO work_items(id, run_id, task, attempt, queue, key, payload, status, created_at)"
                 " VALUES (?,?,?,?,?,?,?,'queued',?) ON CONFLICT(key) DO NOTHING",
-                (secrets.token_hex(8), run_id, task, attempt, queue, key, json.dumps(payload), now),
+                [(secrets.token_hex(8), i.run_id, i.task, i.attempt, i.queue, i.key, json.dumps(i.payload), now)
+                 for i in items],
             )
-            found: str = db.execute("SELECT id FROM work_items WHERE key=?", (key,)).fetchone()[0]
-        return found
+            found: dict[str, str] = {}
+            for start in range(0, len(keys), 500):  # within SQLite's limit on bound parameters
+                chunk = keys[start:start + 500]
+                found.update(db.execute(
+                    f"SELECT key, id FROM work_items WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall())
+        return [found[k] for k in keys]
 
     def claim_work(self, worker: str, queues: Collection[str], lease: float, limit: int) -> list[WorkItem]:
         if not queues or limit < 1:

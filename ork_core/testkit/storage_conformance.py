@@ -36,6 +36,7 @@ from ork_core.storage.base import (
     JSONText,
     LogLine,
     Metric,
+    NewWork,
     PauseState,
     RunOrigin,
     RunUpdate,
@@ -698,17 +699,28 @@ class StorageConformance:
 
     @staticmethod
     def enqueue(storage: Storage, n: int, queue: str = "q", now: float | None = None) -> str:
-        return storage.enqueue_work("r", f"t{n}", 1, queue, f"key-{n}", {"task": f"t{n}", "n": n},
-                                    float(n) if now is None else now)
+        [id_] = storage.enqueue_work([NewWork("r", f"t{n}", 1, queue, f"key-{n}", {"task": f"t{n}", "n": n})],
+                                     float(n) if now is None else now)
+        return id_
 
     def test_enqueueing_an_attempt_twice_finds_the_same_item(self) -> None:
         storage = self.open()
         first = self.enqueue(storage, 1)
         assert self.enqueue(storage, 1) == first
-        assert self.open().enqueue_work("r", "t1", 1, "q", "key-1", {"other": True}, 9.0) == first
+        assert self.open().enqueue_work([NewWork("r", "t1", 1, "q", "key-1", {"other": True})], 9.0) == [first]
         item = storage.work_status([first])[first]
         assert (item.status, item.run_id, item.task, item.attempt, item.queue, item.payload) == (
             "queued", "r", "t1", 1, "q", {"task": "t1", "n": 1})
+
+    def test_one_enqueue_of_many_items_keeps_their_order_and_finds_those_enqueued_before(self) -> None:
+        storage = self.open()
+        before = self.enqueue(storage, 7)
+        items = [NewWork("r", f"t{n}", 1, "q", f"key-{n}", {"n": n}) for n in (5, 7, 1, 9, 3)]
+        ids = storage.enqueue_work(items, 10.0)
+        assert len(set(ids)) == 5 and ids[1] == before
+        assert storage.enqueue_work(items, 11.0) == ids and storage.enqueue_work([], 12.0) == []
+        claimed = self.open().claim_work("w1", ["q"], 30.0, 10)
+        assert [i.task for i in claimed] == ["t7", "t5", "t1", "t9", "t3"]  # t7 first: enqueued at 7.0
 
     def test_claim_work_takes_queued_items_of_its_queues_oldest_first(self) -> None:
         storage = self.open()

@@ -39,6 +39,7 @@ from ork_core.storage.base import (
     JSONText,
     LogLine,
     Metric,
+    NewWork,
     PauseState,
     RunOrigin,
     RunRecord,
@@ -161,6 +162,37 @@ class PostgresStorage(Storage):
                 yield conn
         except psycopg.Error as exc:
             raise StorageError(f"cannot read the state database {self.safe_url}: {_detail(exc)}") from exc
+
+    def _statement(self, sql: str, params: Any, *, write: bool) -> tuple[list[Any], int]:
+        """One statement in autocommit, atomic by itself: one round trip where BEGIN, it and COMMIT take three.
+
+        For the calls a worker or a triggerer makes for every task. A connection the server
+        dropped is replaced and the statement sent once more, as `_begin` does for BEGIN: a
+        backend that was gone never ran it. Only a server that fails after committing the
+        statement and before answering leaves that open, as a failed COMMIT does; the calls
+        made this way are safe to repeat, or lose nothing but a lease when repeated.
+        Returns the rows (if the statement returns any) and the row count.
+        """
+        with self._lock:
+            for again in (False, True):
+                try:
+                    conn = self._connection()
+                    cursor = conn.execute(sql, params)
+                    return (cursor.fetchall() if cursor.description else []), cursor.rowcount
+                except psycopg.OperationalError as exc:
+                    if not again and conn.broken:
+                        continue
+                    raise self._error(exc, write) from exc
+                except psycopg.Error as exc:
+                    raise self._error(exc, write) from exc
+                except StorageError as exc:  # could not connect again
+                    raise (StorageWriteError(self.safe_url, str(exc)) if write else exc) from None
+        raise AssertionError("unreachable")
+
+    def _error(self, exc: psycopg.Error, write: bool) -> StorageError:
+        if write:
+            return StorageWriteError(self.safe_url, _detail(exc), code=exc.sqlstate)
+        return StorageError(f"cannot read the state database {self.safe_url}: {_detail(exc)}")
 
     # -- writing -------------------------------------------------------------------------
 
@@ -471,99 +503,105 @@ class PostgresStorage(Storage):
 
     # -- workers -----------------------------------------------------------------------------
 
-    def enqueue_work(
-        self, run_id: str, task: str, attempt: int, queue: str, key: str, payload: dict[str, Any], now: float,
-    ) -> str:
-        with self._writing() as conn:
-            conn.execute(
-                "INSERT INTO work_items(id, run_id, task, attempt, queue, key, payload, status, created_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, 'queued', %s) ON CONFLICT (key) DO NOTHING",
-                (secrets.token_hex(8), run_id, task, attempt, queue, key, json.dumps(payload), now),
-            )
-            row = conn.execute("SELECT id FROM work_items WHERE key = %s", (key,)).fetchone()
-        assert row is not None
-        found: str = row[0]
-        return found
+    def enqueue_work(self, items: Sequence[NewWork], now: float) -> list[str]:
+        if not items:
+            return []
+        keys = [i.key for i in items]
+        items = list({i.key: i for i in reversed(items)}.values())[::-1]  # a key once: DO UPDATE touches a row once
+        # One statement of arrays: one round trip however many items. `seq` follows the
+        # arrays' order (WITH ORDINALITY), the order workers claim them in. A key enqueued
+        # before keeps its row; the no-op update is there so RETURNING names that row's id too.
+        rows, _ = self._statement(
+            "INSERT INTO work_items(id, run_id, task, attempt, queue, key, payload, status, created_at)"
+            " SELECT id, run_id, task, attempt, queue, key, payload, 'queued', %s FROM unnest("
+            "%s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::text[])"
+            " WITH ORDINALITY AS t(id, run_id, task, attempt, queue, key, payload, n)"
+            " ORDER BY n ON CONFLICT (key) DO UPDATE SET key = excluded.key RETURNING key, id",
+            (now, [secrets.token_hex(8) for _ in items], [i.run_id for i in items], [i.task for i in items],
+             [i.attempt for i in items], [i.queue for i in items], [i.key for i in items],
+             [json.dumps(i.payload) for i in items]),
+            write=True,
+        )
+        found = dict(rows)
+        return [found[k] for k in keys]
 
     def claim_work(self, worker: str, queues: Collection[str], lease: float, limit: int) -> list[WorkItem]:
         if not queues or limit < 1:
             return []
-        with self._writing() as conn:
-            rows = conn.execute(
-                "WITH candidates AS ("
-                " SELECT id AS cid FROM work_items WHERE status = 'queued' AND queue = ANY(%(queues)s)"
-                " ORDER BY created_at, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
-                " UPDATE work_items SET status = 'running', worker = %(worker)s,"
-                " claimed_at = extract(epoch FROM clock_timestamp()),"
-                " lease_until = extract(epoch FROM clock_timestamp()) + %(lease)s"
-                f" FROM candidates WHERE work_items.id = candidates.cid RETURNING {_WORK_COLS}, seq",
-                {"queues": list(queues), "limit": limit, "worker": worker, "lease": lease},
-            ).fetchall()
+        # one queue (the common case) as `queue = …`, so the index hands rows over in order
+        # and LIMIT stops early; with ANY the server sorts every queued row of the queues first
+        which = "queue = %(queue)s" if len(queues) == 1 else "queue = ANY(%(queues)s)"
+        rows, _ = self._statement(
+            "WITH candidates AS ("
+            f" SELECT id AS cid FROM work_items WHERE status = 'queued' AND {which}"
+            " ORDER BY created_at, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+            " UPDATE work_items SET status = 'running', worker = %(worker)s,"
+            " claimed_at = extract(epoch FROM clock_timestamp()),"
+            " lease_until = extract(epoch FROM clock_timestamp()) + %(lease)s"
+            f" FROM candidates WHERE work_items.id = candidates.cid RETURNING {_WORK_COLS}, seq",
+            {"queues": list(queues), "queue": next(iter(queues)), "limit": limit, "worker": worker, "lease": lease},
+            write=True,
+        )
         return [_work(r) for r in sorted(rows, key=lambda r: (r[12], r[15]))]
 
     def renew_work(self, worker: str, ids: Collection[str], lease: float) -> set[str]:
         if not ids:
             return set()
-        with self._writing() as conn:
-            rows = conn.execute(
-                "UPDATE work_items SET lease_until = extract(epoch FROM clock_timestamp()) + %s"
-                " WHERE worker = %s AND status = 'running' AND lease_until >= extract(epoch FROM clock_timestamp())"
-                " AND id = ANY(%s) RETURNING id",
-                (lease, worker, list(ids)),
-            ).fetchall()
+        rows, _ = self._statement(
+            "UPDATE work_items SET lease_until = extract(epoch FROM clock_timestamp()) + %s"
+            " WHERE worker = %s AND status = 'running' AND lease_until >= extract(epoch FROM clock_timestamp())"
+            " AND id = ANY(%s) RETURNING id",
+            (lease, worker, list(ids)), write=True,
+        )
         return {r[0] for r in rows}
 
     def finish_work(self, worker: str, id: str, status: str, output: str | None, error: str | None) -> bool:
         if status not in ("success", "failed"):
             raise ValueError(f"a work item finishes as success or failed, not {status!r}")
-        with self._writing() as conn:
-            cursor = conn.execute(
-                "UPDATE work_items SET status = %s, output = %s, error = %s,"
-                " finished_at = extract(epoch FROM clock_timestamp())"
-                " WHERE id = %s AND worker = %s AND status = 'running'"
-                " AND lease_until >= extract(epoch FROM clock_timestamp())",
-                (status, None if output is None else _text(output), None if error is None else _text(error), id, worker),
-            )
-        return bool(cursor.rowcount)
+        _, count = self._statement(
+            "UPDATE work_items SET status = %s, output = %s, error = %s,"
+            " finished_at = extract(epoch FROM clock_timestamp())"
+            " WHERE id = %s AND worker = %s AND status = 'running'"
+            " AND lease_until >= extract(epoch FROM clock_timestamp())",
+            (status, None if output is None else _text(output), None if error is None else _text(error), id, worker),
+            write=True,
+        )
+        return bool(count)
 
     def release_work(self, worker: str, ids: Collection[str]) -> set[str]:
         if not ids:
             return set()
-        with self._writing() as conn:
-            rows = conn.execute(
-                "UPDATE work_items SET status = 'queued', worker = NULL, lease_until = NULL, claimed_at = NULL"
-                " WHERE worker = %s AND status = 'running' AND id = ANY(%s) RETURNING id",
-                (worker, list(ids)),
-            ).fetchall()
+        rows, _ = self._statement(
+            "UPDATE work_items SET status = 'queued', worker = NULL, lease_until = NULL, claimed_at = NULL"
+            " WHERE worker = %s AND status = 'running' AND id = ANY(%s) RETURNING id",
+            (worker, list(ids)), write=True,
+        )
         return {r[0] for r in rows}
 
     def cancel_work(self, id: str) -> bool:
-        with self._writing() as conn:
-            cursor = conn.execute(
-                "UPDATE work_items SET status = 'cancelled', finished_at = extract(epoch FROM clock_timestamp())"
-                " WHERE id = %s AND status IN ('queued', 'running')",
-                (id,),
-            )
-        return bool(cursor.rowcount)
+        _, count = self._statement(
+            "UPDATE work_items SET status = 'cancelled', finished_at = extract(epoch FROM clock_timestamp())"
+            " WHERE id = %s AND status IN ('queued', 'running')",
+            (id,), write=True,
+        )
+        return bool(count)
 
     def work_status(self, ids: Collection[str]) -> dict[str, WorkItem]:
         if not ids:
             return {}
-        with self._reading() as conn:
-            rows = conn.execute(
-                f"SELECT {_WORK_COLS}, extract(epoch FROM clock_timestamp()) FROM work_items WHERE id = ANY(%s)",
-                (list(ids),),
-            ).fetchall()
+        rows, _ = self._statement(
+            f"SELECT {_WORK_COLS}, extract(epoch FROM clock_timestamp()) FROM work_items WHERE id = ANY(%s)",
+            (list(ids),), write=False,
+        )
         return {r[0]: _work(r, now=float(r[15])) for r in rows}
 
     def heartbeat_worker(self, worker: str, host: str, pid: int, queues: Sequence[str]) -> None:
-        with self._writing() as conn:
-            conn.execute(
-                "INSERT INTO workers VALUES (%s, %s, %s, %s, extract(epoch FROM clock_timestamp()),"
-                " extract(epoch FROM clock_timestamp()))"
-                " ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-                (worker, host, pid, json.dumps(list(queues))),
-            )
+        self._statement(
+            "INSERT INTO workers VALUES (%s, %s, %s, %s, extract(epoch FROM clock_timestamp()),"
+            " extract(epoch FROM clock_timestamp()))"
+            " ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+            (worker, host, pid, json.dumps(list(queues))), write=True,
+        )
 
     def remove_worker(self, worker: str) -> None:
         with self._writing() as conn:
