@@ -38,7 +38,7 @@ from ork_core.scheduler import (
 )
 from ork_core.context import cap_line
 from ork_core.secrets import _masked_json, mask
-from ork_core.storage.base import JSONText, Storage, WorkItem
+from ork_core.storage.base import JSONText, Storage, WorkItem, WorkOutcome
 from ork_core.workers import DaemonPool
 from ork_core.workflow import CompiledWorkflow
 from ork_core.workqueue import worker_name
@@ -71,6 +71,8 @@ class Worker:
         self.executors = ExecutorManager(project.resolve, plugins.hooks)
         self._workflows: dict[str, CompiledWorkflow] = {}
         self._running: dict[str, tuple[WorkItem, asyncio.Task[None]]] = {}
+        self._outcomes: list[tuple[WorkItem, WorkOutcome, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
         self._signal: int | None = None
         self._wake = asyncio.Event()
 
@@ -232,11 +234,37 @@ class Worker:
                 ctx.log.error("%s", task_traceback(exc))
             error = task_raised(exc)
         error = None if error is None else mask(cap_line(error, MAX_ERROR))
-        await asyncio.to_thread(self._report, item, status, output, error)
+        await self._report(item, WorkOutcome(item.id, status, output, error))
 
-    def _report(self, item: WorkItem, status: str, output: str | None, error: str | None) -> None:
+    async def _report(self, item: WorkItem, outcome: WorkOutcome) -> None:
+        """Have the outcome written with the others that end meanwhile, and wait until it is.
+
+        Until then the attempt counts as running here, so its lease is still renewed. One
+        write at a time: the outcomes that end while one is in flight go in the next, so a
+        busy worker commits once per batch, not once per task.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outcomes.append((item, outcome, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_outcomes(), name="ork-worker-outcomes")
+        await future
+
+    async def _write_outcomes(self) -> None:
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                recorded = await asyncio.to_thread(self._write, [outcome for _, outcome, _ in batch])
+            except StorageError as exc:  # their leases lapse, and the scheduler retries them as lost
+                print(f"recording {len(batch)} outcome(s) failed: {exc}", flush=True)
+                recorded = None
+            for item, outcome, future in batch:
+                if recorded is not None and outcome.id not in recorded:
+                    print(f"attempt {item.attempt} of {item.run_id}/{item.task} ended ({outcome.status}) after its "
+                          "claim was lost; not recorded", flush=True)
+                if not future.done():
+                    future.set_result(None)
+
+    def _write(self, outcomes: list[WorkOutcome]) -> set[str]:
         with contextlib.suppress(StorageError):
-            self.sink.flush()  # the attempt's log lines land before its outcome is read
-        if not self.storage.finish_work(self.id, item.id, status, output, error):
-            print(f"attempt {item.attempt} of {item.run_id}/{item.task} ended ({status}) after its claim was lost; "
-                  "not recorded", flush=True)
+            self.sink.flush()  # the attempts' log lines land before their outcomes are read
+        return self.storage.finish_work(self.id, outcomes)

@@ -279,6 +279,25 @@ class NewWork:
 
 
 @dataclass(frozen=True)
+class WorkOutcome:
+    """How a worker's attempt ended (`Storage.finish_work`)."""
+
+    id: str
+    status: str
+    """``success`` or ``failed``."""
+    output: str | None = None
+    """The output as JSON text (``success`` only)."""
+    error: str | None = None
+
+
+def check_outcomes(outcomes: Sequence[WorkOutcome]) -> None:
+    """A backend's first step in `Storage.finish_work`: an item finishes as success or failed, nothing else."""
+    for o in outcomes:
+        if o.status not in ("success", "failed"):
+            raise ValueError(f"a work item finishes as success or failed, not {o.status!r}")
+
+
+@dataclass(frozen=True)
 class WorkItem:
     """One attempt of a task with a ``queue:``, waiting for (or held by) an `ork worker`.
 
@@ -500,11 +519,12 @@ class Storage(abc.ABC):
         """
         raise self._no_workers()
 
-    def finish_work(self, worker: str, id: str, status: str, output: str | None, error: str | None) -> bool:
-        """Record the outcome (``success``/``failed``) of a ``running`` item `worker` holds with an unexpired lease.
+    def finish_work(self, worker: str, outcomes: Sequence[WorkOutcome]) -> set[str]:
+        """Record outcomes (``success``/``failed``) of ``running`` items `worker` holds with unexpired leases.
 
-        Returns False, writing nothing, otherwise: the attempt is then someone else's concern
-        (it was cancelled, or counted as lost and retried).
+        Returns the ids recorded; for any other item nothing is written: its attempt is then
+        someone else's concern (it was cancelled, or counted as lost and retried). One call
+        for every attempt a worker finished meanwhile: one commit, not one per task.
         """
         raise self._no_workers()
 

@@ -43,6 +43,8 @@ from ork_core.storage.base import (
     WorkerRecord,
     NewWork,
     WorkItem,
+    WorkOutcome,
+    check_outcomes as _check_outcomes,
     batch_runs,
     fence_error,
 )
@@ -704,17 +706,22 @@ class SQLiteStorage(Storage):
             ).fetchall()
         return {r[0] for r in rows}
 
-    def finish_work(self, worker: str, id: str, status: str, output: str | None, error: str | None) -> bool:
-        if status not in ("success", "failed"):
-            raise ValueError(f"a work item finishes as success or failed, not {status!r}")
+    def finish_work(self, worker: str, outcomes: Sequence[WorkOutcome]) -> set[str]:
+        _check_outcomes(outcomes)
+        recorded: set[str] = set()
+        if not outcomes:
+            return recorded
         with self._writing() as db:
             now = time.time()
-            cursor = db.execute(
-                "UPDATE work_items SET status=?, output=?, error=?, finished_at=?"
-                " WHERE id=? AND worker=? AND status='running' AND lease_until >= ?",
-                (status, output, error, now, id, worker, now),
-            )
-        return bool(cursor.rowcount)
+            for o in outcomes:
+                cursor = db.execute(
+                    "UPDATE work_items SET status=?, output=?, error=?, finished_at=?"
+                    " WHERE id=? AND worker=? AND status='running' AND lease_until >= ?",
+                    (o.status, o.output, o.error, now, o.id, worker, now),
+                )
+                if cursor.rowcount:
+                    recorded.add(o.id)
+        return recorded
 
     def release_work(self, worker: str, ids: Collection[str]) -> set[str]:
         if not ids:

@@ -43,6 +43,7 @@ from ork_core.storage.base import (
     ScheduleRecord,
     Storage,
     TaskUpdate,
+    WorkOutcome,
 )
 
 _CHILD = """
@@ -698,6 +699,12 @@ class StorageConformance:
     # -- workers -------------------------------------------------------------------------
 
     @staticmethod
+    def finish(storage: Storage, worker: str, id: str, status: str, output: str | None, error: str | None) -> bool:
+        recorded = storage.finish_work(worker, [WorkOutcome(id, status, output, error)])
+        assert recorded <= {id}
+        return recorded == {id}
+
+    @staticmethod
     def enqueue(storage: Storage, n: int, queue: str = "q", now: float | None = None) -> str:
         [id_] = storage.enqueue_work([NewWork("r", f"t{n}", 1, queue, f"key-{n}", {"task": f"t{n}", "n": n})],
                                      float(n) if now is None else now)
@@ -741,14 +748,33 @@ class StorageConformance:
         storage.claim_work("w1", ["q"], 30.0, 2)
         assert storage.renew_work("w1", [a, b, "missing"], 30.0) == {a, b}
         assert storage.renew_work("w2", [a], 30.0) == set()
-        assert not storage.finish_work("w2", a, "success", "1", None)
-        assert storage.finish_work("w1", a, "success", JSONText('{"x": 1}'), None)
-        assert not storage.finish_work("w1", a, "failed", None, "again")  # finished once
-        assert storage.finish_work("w1", b, "failed", None, "boom\x00")
+        assert not self.finish(storage, "w2", a, "success", "1", None)
+        assert self.finish(storage, "w1", a, "success", JSONText('{"x": 1}'), None)
+        assert not self.finish(storage, "w1", a, "failed", None, "again")  # finished once
+        assert self.finish(storage, "w1", b, "failed", None, "boom\x00")
         got = storage.work_status([a, b])
         assert (got[a].status, json.loads(got[a].output or "null"), got[a].finished_at is not None) == ("success", {"x": 1}, True)
         assert got[b].status == "failed" and (got[b].error or "").startswith("boom")
         assert storage.renew_work("w1", [a, b], 30.0) == set()
+
+    def test_one_finish_records_the_outcomes_the_worker_may_and_only_those(self) -> None:
+        storage = self.open()
+        a, b, c, d = (self.enqueue(storage, n) for n in (1, 2, 3, 4))
+        storage.claim_work("w1", ["q"], 30.0, 3)
+        storage.cancel_work(c)
+        recorded = self.open().finish_work("w1", [
+            WorkOutcome(a, "success", "1"), WorkOutcome(b, "failed", None, "no"), WorkOutcome(c, "success", "3"),
+            WorkOutcome(d, "success", "4"),  # queued: nobody's yet
+        ])
+        assert recorded == {a, b} and storage.finish_work("w1", []) == set()
+        got = storage.work_status([a, b, c, d])
+        assert [got[i].status for i in (a, b, c, d)] == ["success", "failed", "cancelled", "queued"]
+        try:
+            storage.finish_work("w1", [WorkOutcome(d, "lost")])
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("finish_work took a status other than success or failed")
 
     def test_an_item_whose_lease_ended_is_lost_and_never_claimed_again(self) -> None:
         storage = self.open()
@@ -758,17 +784,17 @@ class StorageConformance:
         time.sleep(0.6)
         assert storage.work_status([a])[a].status == "lost"
         assert storage.renew_work("w1", [a], 30.0) == set()
-        assert not storage.finish_work("w1", a, "success", "1", None)
+        assert not self.finish(storage, "w1", a, "success", "1", None)
         assert storage.claim_work("w2", ["q"], 30.0, 5) == []
 
     def test_a_released_item_is_queued_again_for_any_worker(self) -> None:
         storage = self.open()
         a, b = self.enqueue(storage, 1), self.enqueue(storage, 2)
         storage.claim_work("w1", ["q"], 30.0, 2)
-        assert storage.finish_work("w1", b, "success", "2", None)
+        assert self.finish(storage, "w1", b, "success", "2", None)
         assert storage.release_work("w2", [a], ) == set()  # not its holder
         assert storage.release_work("w1", [a, b]) == {a}  # a finished item stays finished
-        assert storage.renew_work("w1", [a], 30.0) == set() and not storage.finish_work("w1", a, "success", "1", None)
+        assert storage.renew_work("w1", [a], 30.0) == set() and not self.finish(storage, "w1", a, "success", "1", None)
         again = self.open().claim_work("w2", ["q"], 30.0, 5)
         assert [(i.id, i.worker, i.status, i.attempt) for i in again] == [(a, "w2", "running", 1)]
 
@@ -780,7 +806,7 @@ class StorageConformance:
         assert storage.cancel_work(running) is True
         assert storage.claim_work("w1", ["q"], 30.0, 5) == []
         assert storage.renew_work("w1", [queued], 30.0) == set()
-        assert not storage.finish_work("w1", queued, "success", "1", None)
+        assert not self.finish(storage, "w1", queued, "success", "1", None)
         assert {i.status for i in storage.work_status([queued, running]).values()} == {"cancelled"}
 
     def test_workers_racing_to_claim_work_claim_each_item_once(self) -> None:

@@ -50,7 +50,9 @@ from ork_core.storage.base import (
     TaskUpdate,
     WorkerRecord,
     WorkItem,
+    WorkOutcome,
     batch_runs,
+    check_outcomes,
     fence_error,
 )
 from ork_storage_postgres.connect import connect
@@ -555,18 +557,22 @@ class PostgresStorage(Storage):
         )
         return {r[0] for r in rows}
 
-    def finish_work(self, worker: str, id: str, status: str, output: str | None, error: str | None) -> bool:
-        if status not in ("success", "failed"):
-            raise ValueError(f"a work item finishes as success or failed, not {status!r}")
-        _, count = self._statement(
-            "UPDATE work_items SET status = %s, output = %s, error = %s,"
+    def finish_work(self, worker: str, outcomes: Sequence[WorkOutcome]) -> set[str]:
+        check_outcomes(outcomes)
+        if not outcomes:
+            return set()
+        rows, _ = self._statement(
+            "UPDATE work_items w SET status = o.status, output = o.output, error = o.error,"
             " finished_at = extract(epoch FROM clock_timestamp())"
-            " WHERE id = %s AND worker = %s AND status = 'running'"
-            " AND lease_until >= extract(epoch FROM clock_timestamp())",
-            (status, None if output is None else _text(output), None if error is None else _text(error), id, worker),
+            " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS o(id, status, output, error)"
+            " WHERE w.id = o.id AND w.worker = %s AND w.status = 'running'"
+            " AND w.lease_until >= extract(epoch FROM clock_timestamp()) RETURNING w.id",
+            ([o.id for o in outcomes], [o.status for o in outcomes],
+             [None if o.output is None else _text(o.output) for o in outcomes],
+             [None if o.error is None else _text(o.error) for o in outcomes], worker),
             write=True,
         )
-        return bool(count)
+        return {r[0] for r in rows}
 
     def release_work(self, worker: str, ids: Collection[str]) -> set[str]:
         if not ids:
