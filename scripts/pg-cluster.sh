@@ -8,7 +8,8 @@
 # and starts the server; `stop` stops exactly that server, by its data directory, and removes
 # the folder. As root (CI), the cluster belongs to the `postgres` user, since initdb refuses
 # root; if the server binaries are missing, root installs Debian's `postgresql` package
-# without letting it create or start a cluster of its own. PG_BIN overrides where the binaries are.
+# without letting it create or start a cluster of its own. PG_BIN overrides where the binaries are;
+# ORK_PG_OPTIONS adds server options (`-c fsync=on` for a benchmark that pays for durable commits).
 set -euo pipefail
 
 find_bin() {
@@ -56,7 +57,7 @@ start() {
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   # fsync off: a throwaway cluster for tests (a crash of ork is what the tests kill, not of PostgreSQL)
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=200" start >/dev/null \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=200 ${ORK_PG_OPTIONS:-}" start >/dev/null \
     || fail "$dir/server.log"
   echo "export ORK_TEST_PG_DIR='$dir'"
   echo "export ORK_TEST_PG='postgresql://ork:$password@127.0.0.1:$port/postgres'"
