@@ -1302,9 +1302,13 @@ def execute(scheduler: Scheduler, *, resumed: bool = False, handle_signals: bool
 def resume_scheduler(
     *, project: Project, plugins: Plugins, storage: Storage, run_id: str, reporter: Reporter | None = None,
     max_concurrency: int | None = None, poll_interval: float | None = None, force: bool = False,
-    shared: SharedSlots | None = None,
+    shared: SharedSlots | None = None, lease: float | None = None,
 ) -> Scheduler:
-    """A scheduler that continues `run_id` from its stored state and workflow snapshot."""
+    """A scheduler that continues `run_id` from its stored state and workflow snapshot.
+
+    `lease`: claim it leased for that many seconds (`ork scheduler`), not for as long as this
+    process lives (`ork resume`).
+    """
     from ork_core.workflow import CompiledWorkflow
 
     record = storage.get_run(run_id)
@@ -1313,7 +1317,7 @@ def resume_scheduler(
     # Claimed before anything else: the run is read again, and leftovers are ended, only by
     # the winner. Should this fail later on, the claim stays with this process: it can
     # resume again, and once it exits the dead owner is claimable.
-    owner = _claim_for_resume(storage, record, force=force)
+    owner = _claim_for_resume(storage, record, force=force, lease=lease)
     record = storage.get_run(run_id)  # as left by whoever held it before the claim
     if record.status in ("success", "failed", "cancelled"):
         storage.release_run(run_id, owner)
@@ -1330,7 +1334,7 @@ def resume_scheduler(
     return scheduler
 
 
-def _claim_for_resume(storage: Storage, record: Any, *, force: bool) -> str:
+def _claim_for_resume(storage: Storage, record: Any, *, force: bool, lease: float | None = None) -> str:
     """Claim the run for this process before anything else happens to it, or refuse.
 
     A run nobody holds, or held by a dead process, is taken by a compare-and-set from the
@@ -1341,7 +1345,7 @@ def _claim_for_resume(storage: Storage, record: Any, *, force: bool) -> str:
     current = record.owner
     if current is not None and current != me and not force and Owner.parse(current).alive():
         raise _claimed(record.id, current, first=True)
-    found = storage.claim_run(record.id, me, expected=current)
+    found = storage.claim_run(record.id, me, expected=current, lease=lease)
     if found != me:
         raise _claimed(record.id, found, first=False)
     return me

@@ -344,12 +344,19 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
-    def claim_run(self, run_id: str, owner: str, *, expected: str | None) -> str | None:
+    def claim_run(
+        self, run_id: str, owner: str, *, expected: str | None, lease: float | None = None,
+    ) -> str | None:
         """Atomically set the run's owner to `owner` if it is now `expected` (None: no owner) or `owner`.
 
         Returns the run's owner afterwards: `owner` when the claim won, otherwise the owner
         that holds it (None if it was released after `expected` was read). Raises
-        RunNotFoundError if the run does not exist.
+        RunNotFoundError if the run does not exist. Without `lease`, a claim that changes
+        hands drops the old owner's lease and one kept keeps its own; with `lease`, the
+        claim is leased for that many seconds in the same write (`ork scheduler` taking a run
+        from a dead owner: a claim without a lease is only ever checked on its own host, so a
+        scheduler killed between the claim and a later renewal would hold the run forever for
+        every scheduler elsewhere).
         """
 
     @abc.abstractmethod

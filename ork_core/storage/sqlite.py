@@ -297,13 +297,16 @@ class SQLiteStorage(Storage):
             )
         return True
 
-    def claim_run(self, run_id: str, owner: str, *, expected: str | None) -> str | None:
+    def claim_run(
+        self, run_id: str, owner: str, *, expected: str | None, lease: float | None = None,
+    ) -> str | None:
         # The UPDATE runs under SQLite's write lock: the compare-and-set.
         with self._writing() as db:
             cursor = db.execute(
                 # a claim that changes hands drops the old owner's lease; one kept keeps its own
-                "UPDATE runs SET owner=?, lease_until=CASE WHEN owner=? THEN lease_until END"
-                " WHERE id=? AND (owner IS ? OR owner=?)", (owner, owner, run_id, expected, owner)
+                "UPDATE runs SET owner=?, lease_until=CASE WHEN ? IS NOT NULL THEN ? WHEN owner=? THEN lease_until END"
+                " WHERE id=? AND (owner IS ? OR owner=?)",
+                (owner, lease, None if lease is None else time.time() + lease, owner, run_id, expected, owner),
             )
             if cursor.rowcount:
                 return owner

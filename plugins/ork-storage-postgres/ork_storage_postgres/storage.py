@@ -204,16 +204,21 @@ class PostgresStorage(Storage):
             raise
         return True
 
-    def claim_run(self, run_id: str, owner: str, *, expected: str | None) -> str | None:
+    def claim_run(
+        self, run_id: str, owner: str, *, expected: str | None, lease: float | None = None,
+    ) -> str | None:
         # Under READ COMMITTED a concurrent claim waits for the row, then re-evaluates the WHERE
         # on the committed owner: exactly one of two claimants that read the same owner wins.
         with self._writing() as conn:
             row = conn.execute(
-                # a claim that changes hands drops the old owner's lease; one kept keeps its own
-                "UPDATE runs SET owner = %(owner)s,"
-                " lease_until = CASE WHEN owner = %(owner)s THEN lease_until END WHERE id = %(id)s"
+                # a claim that changes hands drops the old owner's lease; one kept keeps its own;
+                # a leased claim is leased, by the server's clock, in the same statement
+                "UPDATE runs SET owner = %(owner)s, lease_until = CASE"
+                " WHEN %(lease)s::double precision IS NOT NULL"
+                " THEN extract(epoch FROM clock_timestamp()) + %(lease)s::double precision"
+                " WHEN owner = %(owner)s THEN lease_until END WHERE id = %(id)s"
                 " AND (owner IS NOT DISTINCT FROM %(expected)s OR owner = %(owner)s) RETURNING owner",
-                {"owner": owner, "id": run_id, "expected": expected},
+                {"owner": owner, "id": run_id, "expected": expected, "lease": lease},
             ).fetchone()
             if row is not None:
                 return owner
