@@ -260,9 +260,9 @@ class AttemptRecord:
     error: str | None
 
 
-WORK_STATUSES = ("queued", "running", "success", "failed", "cancelled")
 LOST = "lost"
-"""What `Storage.work_status` reports for a ``running`` item whose worker's claim has expired."""
+"""What `Storage.work_status` reports for, and records on, a ``running`` item whose worker's claim has expired."""
+WORK_STATUSES = ("queued", "running", "success", "failed", "cancelled", LOST)
 
 
 @dataclass(frozen=True)
@@ -517,7 +517,10 @@ class Storage(abc.ABC):
     def work_status(self, ids: Collection[str]) -> dict[str, WorkItem]:
         """The items among `ids` that exist, by id, with ``lost`` for a ``running`` one whose lease ended.
 
-        The comparison uses the database's clock where it has one, as leases do.
+        The comparison uses the database's clock where it has one, as leases do. ``lost`` is
+        recorded, atomically against `finish_work`, before it is reported: the scheduler
+        retries a lost attempt, so an item reported lost must never be finished afterwards
+        (its worker checked the lease but had not committed when the item was read).
         """
         raise self._no_workers()
 
