@@ -35,7 +35,7 @@ from ork_core.errors import KickoffUncertain, OrkError, RunClaimedError, Storage
 from ork_core.executors import ExecutorManager
 from ork_core.ownership import Owner
 from ork_core.plugins import Plugins
-from ork_core.proctree import KILL_WAIT, RUN_MARKER, end_group, group_members, marked_processes, signal_group
+from ork_core.proctree import KILL_WAIT, end_group, group_members, run_processes, signal_group
 from ork_core.project import Project
 from ork_core.schedules import utc_iso
 from ork_core.scratch import sweep as sweep_scratch
@@ -59,7 +59,7 @@ included, is in the task's log, whose lines are cut the same way)."""
 GROUP_COMMIT_DELAY = 0.05
 """Seconds a started process group waits to be committed, batched with the others started
 meanwhile; a task that ends sooner never writes one. `ork resume` finds a tree started in
-that window by the run id in its processes' environment (`proctree.marked_processes`)."""
+that window by the run id in its processes' environment (`proctree.run_processes`)."""
 
 
 class Reporter(Protocol):
@@ -974,7 +974,7 @@ class Scheduler:
 
     def _kill_local_trees(self) -> None:
         """SIGKILL every process that carries this run's id (the second signal: no grace)."""
-        for _, pgid in (marked_processes({RUN_MARKER: self.run_id}) or {}).values():
+        for _, pgid in (run_processes(self.run_id) or {}).values():
             signal_group(pgid, signal.SIGKILL)
 
     async def _end_local_trees(self) -> bool:
@@ -983,12 +983,11 @@ class Scheduler:
         The trees end with their tasks' cancellation; this is the confirmation, and it also
         covers an `isolation: process` child whose ending runs on after its task reported.
         """
-        markers = {RUN_MARKER: self.run_id}
         delay = 0.01
         for grace in (0.0 if self._stop_now else self.kill_grace, KILL_WAIT):
             deadline = time.monotonic() + grace
             while True:
-                marked = marked_processes(markers)
+                marked = run_processes(self.run_id)
                 if not marked:
                     return True
                 if time.monotonic() >= deadline or self._stop_now:
@@ -997,7 +996,7 @@ class Scheduler:
                 delay = min(delay * 2, 0.1)
             for _, pgid in marked.values():
                 signal_group(pgid, signal.SIGKILL)
-        return not marked_processes(markers)
+        return not run_processes(self.run_id)
 
     def _cancel_all(self) -> None:
         if self._cancelling:
@@ -1207,7 +1206,7 @@ class Scheduler:
         it committed. A recorded group is ended only if one of its members carries the id,
         so a group id that was reused by an unrelated process is left alone.
         """
-        marked = marked_processes({RUN_MARKER: self.run_id})
+        marked = run_processes(self.run_id)
         if marked is None:  # no /proc: the recorded groups are all there is to go by
             groups = set(recorded.values())
         else:

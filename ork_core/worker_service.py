@@ -30,7 +30,7 @@ from ork_core.errors import OrkError, StorageError, TaskError
 from ork_core.executors import ExecutorManager
 from ork_core.ownership import Owner
 from ork_core.plugins import Plugins
-from ork_core.proctree import KILL_WAIT, marked_processes, signal_group, task_markers
+from ork_core.proctree import KILL_WAIT, WORKER_MARKER, marked_processes, signal_group, task_markers
 from ork_core.project import Project
 from ork_core.scheduler import (
     MAX_ERROR, STOP_SIGNALS, Scheduler, StorageSink, call_executor, encode_output, task_context, task_raised,
@@ -91,6 +91,10 @@ class Worker:
         self.storage.heartbeat_worker(self.id, self.host, os.getpid(), self.queues)
         print(f"ork worker {self.name} serving {', '.join(self.queues)} (concurrency {self.concurrency})", flush=True)
         next_beat = time.monotonic() + self.lease / 3
+        # inherited by every task process: a scheduler of this machine that takes over one of
+        # their runs, or stops, tells them from its own leftovers and leaves them to this worker
+        previous_marker = os.environ.get(WORKER_MARKER)
+        os.environ[WORKER_MARKER] = self.id
         try:
             while self._signal is None:
                 if time.monotonic() >= next_beat:
@@ -114,6 +118,10 @@ class Worker:
                     await asyncio.wait_for(self._wake.wait(), min(self.poll, max(0.01, next_beat - time.monotonic())))
             await self._stop_running()
         finally:
+            if previous_marker is None:
+                os.environ.pop(WORKER_MARKER, None)
+            else:
+                os.environ[WORKER_MARKER] = previous_marker
             for sig in installed:
                 loop.remove_signal_handler(sig)
             with contextlib.suppress(Exception):

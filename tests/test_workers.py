@@ -336,3 +336,54 @@ def test_under_ork_scheduler_a_queued_task_runs_on_a_worker_and_ork_cancel_reach
     for proc in (worker, scheduler):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+
+
+def test_a_scheduler_taking_over_a_run_leaves_alone_what_a_worker_of_its_machine_runs_for_it(
+    project: Path, procs: Procs
+) -> None:
+    """A killed scheduler's successor ends the run's leftover processes on its machine: not a worker's attempt.
+
+    Both find a run's processes by the markers in their environment; an isolated task on a
+    worker carries the run's marker too. (Seen as the chaos test's kind of failure, on one host.)
+    """
+    write(project / "iso.py", """
+import os, time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+def iso(ctx) -> int:
+    with open(HERE / "ran", "a") as fh:
+        fh.write(f"iso {ctx.attempt} {os.getpid()}\\n")
+    while not (HERE / "go").exists():
+        time.sleep(0.05)
+    return ctx.attempt
+
+def local() -> str:
+    while not (HERE / "go").exists():
+        time.sleep(0.05)
+    return "local"
+""")
+    write(project / "ork.yaml", "workflows: ['w.yaml']\n")
+    write(project / "w.yaml", """
+        name: w
+        tasks:
+          iso: {file: iso.py, function: iso, queue: q, isolation: process}
+          local: {file: iso.py, function: local}
+        """)
+    db = project / ".ork" / "ork.db"
+    first = procs.start("scheduler", "--poll", "0.1")
+    procs.worker("--queue", "q")
+    assert ork(project, "trigger", "w").returncode == 0
+    wait_until(lambda: (project / "ran").exists() and rows(db, "SELECT status FROM tasks WHERE name = 'local'")
+               == [("running",)], "the isolated attempt on the worker and the local task")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    second = procs.start("scheduler", "--poll", "0.1")  # this host: the dead pid is seen, the run taken at once
+    wait_until(lambda: "resumed" in procs.log(second), "the takeover")
+    time.sleep(0.5)  # what it ends, it has ended
+    (project / "go").touch()
+    wait_until(lambda: rows(db, "SELECT status FROM runs") in ([("success",)], [("failed",)]), "the run")
+    assert rows(db, "SELECT name, status, attempt, error FROM tasks ORDER BY name") == [
+        ("iso", "success", 1, None), ("local", "success", 2, None)]
+    assert len((project / "ran").read_text().splitlines()) == 1
