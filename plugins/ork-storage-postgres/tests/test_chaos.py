@@ -1,19 +1,23 @@
 """Issue #13's chaos test: 2 schedulers and 4 workers on 2,000 queued tasks, killed at random with SIGKILL.
 
-Four runs of 500 tasks each (ten groups per run: a chain of four, a fan-out of 45 from its
-end, a join of the fan-out) are triggered and served by two `ork scheduler`s and four
-`ork worker`s, each its own "host" (``ORK_HOST``), on one PostgreSQL database. A seeded loop
+Four runs of 500 tasks each (ten groups per run: a chain of four, in child interpreters, a
+fan-out of 45 from its end, a join of the fan-out) are triggered and served by two
+`ork scheduler`s and four `ork worker`s, each its own "host" (``ORK_HOST``; all on this one
+machine, so a scheduler taking over a run sees the workers' processes of that run), on one
+PostgreSQL database; half the runs are triggered once the killing has begun. A seeded loop
 kills a worker or a scheduler every second or two, mid-work, and starts a replacement (on
 the same host or a new one, so both adoption paths are taken: the dead pid seen on its own
 host, and the lease running out elsewhere). At the end storage, and an O_APPEND file that
 every execution writes a line to, must say that every task succeeded exactly once, that
-nothing ran again after its success, and that every extra execution belongs to a lost attempt.
+nothing ran again after its success, that every extra execution belongs to a lost attempt and
+every failed attempt to a kill, and that no task process outlives the ork processes for long.
 
 ``ORK_CHAOS_SEED`` replays a seed (the test prints the one it used).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -29,6 +33,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ork_core.proctree import RUN_MARKER, marked_processes
 from pg_cli import ork, write
 
 RUNS = 4
@@ -55,7 +60,7 @@ def mark(ctx: Context) -> str:
     time.sleep(random.random() * 0.05)  # kills land before the line and after it, before the outcome
     fd = os.open(HERE / "marks", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
-        os.write(fd, f"{ctx.run_id} {ctx.task_name} {ctx.attempt} {os.getpid()} {time.time()}\\n".encode())
+        os.write(fd, f"{ctx.run_id} {ctx.task_name} {ctx.attempt} {os.environ['ORK_WORKER']} {time.time()}\\n".encode())
     finally:
         os.close(fd)
     time.sleep(random.random() * 0.1)
@@ -67,13 +72,14 @@ def workflow_yaml() -> str:
     """The 500-task workflow: dependencies deep enough that an adopting scheduler has tasks left to start."""
     lines = ["name: chaos", "max_concurrency: 64", "tasks:"]
 
-    def task(name: str, deps: list[str]) -> None:
+    def task(name: str, deps: list[str], isolated: bool = False) -> None:
         after = f", depends_on: [{', '.join(deps)}]" if deps else ""
-        lines.append(f"  {name}: {{file: tasks.py, function: mark, queue: {QUEUE}, retries: 8{after}}}")
+        child = ", isolation: process" if isolated else ""
+        lines.append(f"  {name}: {{file: tasks.py, function: mark, queue: {QUEUE}, retries: 8{after}{child}}}")
 
     for g in range(GROUPS):
-        for c in range(CHAIN):
-            task(f"g{g}_c{c}", [f"g{g}_c{c - 1}"] if c else [])
+        for c in range(CHAIN):  # the chain in child interpreters: processes of the run on the workers' machine
+            task(f"g{g}_c{c}", [f"g{g}_c{c - 1}"] if c else [], isolated=True)
         for f in range(FAN):
             task(f"g{g}_f{f}", [f"g{g}_c{CHAIN - 1}"])
         task(f"g{g}_join", [f"g{g}_f{f}" for f in range(FAN)])
@@ -95,6 +101,9 @@ class Cluster:
     project: Path
     url: str
     procs: list[Proc] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    leftovers: dict[int, tuple[str, int]] = field(default_factory=dict)
+    """Task processes of these runs still alive 10 s after every ork process was gone (then killed)."""
 
     def start(self, kind: str, host: str) -> Proc:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ORK_", "PG"))}
@@ -119,10 +128,25 @@ class Cluster:
         proc.popen.wait()
 
     def close(self) -> None:
+        """Kill every ork process, then wait for the task processes of these runs that killed workers left."""
         for proc in self.procs:
             if proc.popen.poll() is None:
                 proc.popen.kill()
             proc.popen.wait()
+        deadline = time.monotonic() + 10
+        while (left := self.task_processes()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.leftovers.update(left)
+
+    def task_processes(self) -> dict[int, tuple[str, int]]:
+        """Live processes marked with one of these runs' ids (children of the workers, `isolation: process`)."""
+        found: dict[int, tuple[str, int]] = {}
+        for run_id in self.runs:
+            found.update(marked_processes({RUN_MARKER: run_id}) or {})
+        return found
 
     def tails(self, lines: int = 15) -> str:
         out = []
@@ -246,11 +270,13 @@ def test_two_schedulers_and_four_workers_killed_at_random_run_every_task_exactly
         cluster.start("scheduler", f"scheduler-{n}")
     for n in range(4):
         cluster.start("worker", f"worker-{n}")
-    runs = [trigger(project, pg_url) for _ in range(RUNS // 2)]
+    runs = cluster.runs
+    runs += [trigger(project, pg_url) for _ in range(RUNS // 2)]
     kills, owners = chaos(pg_url, cluster, rng, lambda: runs.append(trigger(project, pg_url)))
     print(f"{len(kills)} kills, all runs done after {time.monotonic() - started:.1f}s; schedulers that held runs: "
           f"{sorted(owners)}\n{kills}")
     cluster.close()
+    assert cluster.leftovers == {}, "task processes outlived their ork processes by 10 s"
     assert sorted(query(pg_url, "SELECT id, status FROM runs")) == sorted((r, "success") for r in runs)
     attempts = final_attempts(pg_url)
     assert len(attempts) == RUNS * TASKS_PER_RUN
@@ -275,9 +301,9 @@ def test_two_schedulers_and_four_workers_killed_at_random_run_every_task_exactly
     assert [e for e, n in executions.items() if n > 1] == []  # an item is claimed once; nothing gives one back
     final = {key: max(a[0] for a in tried) for key, tried in attempts.items()}
     assert [e for e in executions if e[2] > final[e[:2]]] == []  # no execution of an attempt storage never made
-    pids = {(run_id, task, attempt, pid) for run_id, task, attempt, pid, _ in lines}
+    where = {(run_id, task, attempt, worker) for run_id, task, attempt, worker, _ in lines}
     done = query(pg_url, "SELECT run_id, task, attempt, worker FROM work_items WHERE status = 'success'")
-    assert [d for d in done if (d[0], d[1], str(d[2]), str(d[3]).split("/")[1]) not in pids] == []  # really ran there
+    assert [d for d in done if (d[0], d[1], str(d[2]), d[3]) not in where] == []  # each success really ran there
     errors = Counter(str(e) for (e,) in query(pg_url, "SELECT error FROM attempts WHERE status <> 'success'"))
     unexplained = {e: n for e, n in errors.items() if not EXPLAINED.match(e)}
     assert unexplained == {}, f"attempts failed for a reason no kill explains: {unexplained}"
