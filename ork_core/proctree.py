@@ -31,7 +31,7 @@ import signal
 import subprocess
 import time
 import weakref
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,30 +137,51 @@ def marked_processes(
     process was started with; readable for processes of the same user), about a millisecond
     per hundred processes. None where there is no /proc to read.
     """
-    proc = Path("/proc")
-    if not proc.is_dir():
+    if not Path("/proc").is_dir():
         return None
     wanted = [f"{key}={value}".encode() for key, value in markers.items()]
     unwanted = tuple(f"{key}=".encode() for key in unmarked)
-    task_prefix = f"{TASK_MARKER}=".encode()
     found: dict[int, tuple[str, int]] = {}
+    for pid, variables in _environments():
+        if not all(marker in variables for marker in wanted):
+            continue
+        if unwanted and any(v.startswith(unwanted) for v in variables):
+            continue
+        with contextlib.suppress(OSError):
+            found[pid] = (_value(variables, TASK_MARKER), os.getpgid(pid))
+    return found
+
+
+def processes_with(variable: str) -> dict[int, tuple[str, int]] | None:
+    """Live processes whose environment sets `variable`: pid -> (its value, process group); None without /proc."""
+    if not Path("/proc").is_dir():
+        return None
+    prefix = f"{variable}=".encode()
+    found: dict[int, tuple[str, int]] = {}
+    for pid, variables in _environments():
+        if any(v.startswith(prefix) for v in variables):
+            with contextlib.suppress(OSError):
+                found[pid] = (_value(variables, variable), os.getpgid(pid))
+    return found
+
+
+def _environments() -> Iterator[tuple[int, list[bytes]]]:
+    """Every other process's pid and environment (``NAME=value`` items), as far as /proc lets this one read."""
     me = os.getpid()
-    for name in os.listdir(proc):
+    for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
             continue
         try:
             with open(f"/proc/{name}/environ", "rb") as fh:
-                variables = fh.read().split(b"\0")
-            if not all(marker in variables for marker in wanted):
-                continue
-            if unwanted and any(v.startswith(unwanted) for v in variables):
-                continue
-            pgid = os.getpgid(int(name))
+                data = fh.read()
         except OSError:
             continue
-        task = next((v[len(task_prefix) :].decode("utf-8", "replace") for v in variables if v.startswith(task_prefix)), "")
-        found[int(name)] = (task, pgid)
-    return found
+        yield int(name), data.split(b"\0")
+
+
+def _value(variables: list[bytes], name: str) -> str:
+    prefix = f"{name}=".encode()
+    return next((v[len(prefix) :].decode("utf-8", "replace") for v in variables if v.startswith(prefix)), "")
 
 
 def signal_group(pgid: int, sig: int) -> bool:
@@ -912,6 +933,7 @@ __all__ = [
     "end_group_async",
     "group_members",
     "marked_processes",
+    "processes_with",
     "run_processes",
     "run_tree",
     "signal_group",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -387,3 +388,45 @@ def local() -> str:
     assert rows(db, "SELECT name, status, attempt, error FROM tasks ORDER BY name") == [
         ("iso", "success", 1, None), ("local", "success", 2, None)]
     assert len((project / "ran").read_text().splitlines()) == 1
+
+
+def test_a_worker_restarted_on_its_machine_ends_what_its_killed_predecessor_left_running(
+    project: Path, procs: Procs
+) -> None:
+    """kill -9 cannot end a worker's `isolation: process` children: the next worker of the host does.
+
+    Else the lost attempt would run on beside its retry.
+    """
+    write(project / "iso.py", """
+import os, time
+from pathlib import Path
+
+def forever(ctx) -> int:
+    with open(Path(__file__).parent / "ran", "a") as fh:
+        fh.write(f"{ctx.attempt} {os.getpid()}\\n")
+    time.sleep(600 if ctx.attempt == 1 else 0)
+    return ctx.attempt
+""")
+    setup(project, """
+        name: w
+        tasks:
+          s: {file: iso.py, function: forever, queue: q, isolation: process, retries: 1}
+        """)
+    first = procs.worker("--queue", "q", "--lease", "1")
+    run = procs.start("run", "w.yaml", "--quiet")
+    wait_until(lambda: (project / "ran").exists() and (project / "ran").read_text(), "the first attempt")
+    child = int((project / "ran").read_text().split()[1])
+    try:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        time.sleep(0.3)
+        os.kill(child, 0)  # the child runs on
+        second = procs.worker("--queue", "q", "--lease", "1")
+        assert run.wait(timeout=60) == 0, procs.log(run)
+        wait_until(lambda: not Path(f"/proc/{child}").exists() or Path(f"/proc/{child}/stat").read_text().split()[2] == "Z",
+                   "the orphan to end", timeout=15)
+        assert "left running by a killed worker" in procs.log(second)
+        assert [line.split()[0] for line in (project / "ran").read_text().splitlines()] == ["1", "2"]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)  # (what this test's worker started)
