@@ -878,6 +878,18 @@ class Scheduler:
             return Outcome("failed", error=f"cannot queue the task on {queue!r}: {exc}")
         return Outcome("deferred", deferred=deferred)
 
+    def _drop_unstarted(self) -> None:
+        """A commit was fenced off: the attempts it would start, the jobs it would track or cancel, are not this process's.
+
+        The new owner read the run without them and starts them itself; started here as well,
+        a task would run twice (enqueued work is keyed by its try, but a local task is not).
+        """
+        for st in self._to_start:
+            self._release(st)
+        self._to_start = []
+        self._to_track = []
+        self._cancel_deferred.clear()
+
     def _runner_done(self, name: str, attempt: int, runner: asyncio.Task[None]) -> None:
         """A safety net: an attempt whose coroutine died without reporting must not hang the run."""
         if runner.cancelled():
@@ -1077,6 +1089,8 @@ class Scheduler:
             while True:
                 self._dispatch()
                 self._commit()
+                if self._abandoned:
+                    self._drop_unstarted()
                 for st in self._to_start:
                     st.runner = asyncio.create_task(self._execute(st), name=f"ork-task-{st.spec.name}")
                     st.runner.add_done_callback(functools.partial(self._runner_done, st.spec.name, st.attempt))

@@ -173,3 +173,47 @@ def test_a_run_taken_from_a_dead_owner_of_this_host_is_leased_by_the_claim_itsel
     finally:
         storage.close()
         other.close()
+
+
+def test_a_scheduler_whose_step_was_fenced_off_starts_none_of_the_tasks_that_step_made_ready(tmp_path: Path) -> None:
+    """The refused commit said c was running: c is the new owner's to start, so this process must not run it too."""
+    write(tmp_path / "tasks.py", TASKS + """
+def c() -> int:
+    (Path(__file__).parent / "c-ran").touch()
+    return 3
+""")
+    write(tmp_path / "ork.yaml", "{}\n")
+    flow = write(tmp_path / "w.yaml", """
+        name: w
+        tasks:
+          a: {file: tasks.py, function: quick}
+          b: {file: tasks.py, function: gate, depends_on: [a]}
+          c: {file: tasks.py, function: c, depends_on: [b]}
+        """)
+    pm = build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"})
+    project = Project.load(tmp_path, pm)
+    compiled = load_workflow(flow, project)
+    url = f"sqlite:///{tmp_path / '.ork' / 'ork.db'}"
+    storage, other = open_storage(url, pm.registry), open_storage(url, pm.registry)
+    run_id = create_run(storage, compiled, coerce_params(compiled, {}), queued=True)
+
+    async def main() -> Any:
+        service = Service(project=project, plugins=pm, storage=storage, paths=[flow], lease=0.3, log=lambda line: None)
+        service.start_runs()
+        while other.get_run(run_id).tasks["b"].status != "running":
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)
+        assert [r.id for r in other.claim_runs("elsewhere/1/b:1", 30.0)] == [run_id]
+        (tmp_path / "go").touch()  # b ends: the step that records it and starts c is refused
+        result = await asyncio.wait_for(service.active[run_id].task, 10)
+        await asyncio.sleep(0.3)  # (a thread it had started would have run c by now)
+        return result
+
+    try:
+        assert asyncio.run(main()).status == STOPPED
+        assert not (tmp_path / "c-ran").exists()
+        assert other.get_run(run_id).tasks["c"].status == "pending"
+    finally:
+        (tmp_path / "go").touch()
+        storage.close()
+        other.close()
