@@ -142,7 +142,9 @@ class Worker:
         trees; they would run on beside the retry. Found by the worker id they inherited
         (`WORKER_MARKER`) whose process is gone, as `ork resume` finds a killed ork's.
         """
-        groups = {pgid for token, pgid in (processes_with(WORKER_MARKER) or {}).values() if not Owner.parse(token).alive()}
+        found = (processes_with(WORKER_MARKER) or {}).values()
+        # only a worker id (host/pid/start) whose process is gone: an empty or foreign value is no orphan
+        groups = {pgid for token, pgid in found if token.count("/") == 2 and not Owner.parse(token).alive()}
         for pgid in sorted(groups):
             print(f"ending process group {pgid}, left running by a killed worker", flush=True)
             end_group(pgid, grace=self.kill_grace)
