@@ -386,9 +386,9 @@ def _stop_on_signals(run_id: list[str]) -> None:
         hint = f"; the run can continue with: ork resume {run_id[0]}" if run_id else ""
         click.echo(f"\nstopped by {signal.Signals(signum).name}{hint}", err=True)
         if run_id:  # a resume may have been ending what a killed ork left: finish that first
-            from ork_core.proctree import RUN_MARKER, end_group, marked_processes
+            from ork_core.proctree import end_group, run_processes
 
-            for pgid in {pgid for _, pgid in (marked_processes({RUN_MARKER: run_id[0]}) or {}).values()}:
+            for pgid in {pgid for _, pgid in (run_processes(run_id[0]) or {}).values()}:
                 end_group(pgid)
         from ork_core.errors import StopSignal
 

@@ -31,7 +31,7 @@ import signal
 import subprocess
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,39 +109,79 @@ ATTEMPT_MARKER = "ORK_ATTEMPT"
 """Environment variables every task process gets; they identify a tree after ork died."""
 
 
+WORKER_MARKER = "ORK_WORKER"
+"""Set (to its id) in the environment of `ork worker`, so in every task process it starts: those
+processes carry their run's marker too, but are the worker's to end, not a scheduler's."""
+
+
 def task_markers(run_id: str, task: str, attempt: int) -> dict[str, str]:
     """The variables that mark the processes of one task attempt (put them in its environment)."""
     return {RUN_MARKER: run_id, TASK_MARKER: task, ATTEMPT_MARKER: str(attempt)}
 
 
-def marked_processes(markers: Mapping[str, str]) -> dict[int, tuple[str, int]] | None:
-    """Live processes whose environment has all of `markers`: pid -> (task name, process group).
+def run_processes(run_id: str) -> dict[int, tuple[str, int]] | None:
+    """The processes of `run_id`'s tasks that schedulers (`ork run`, `resume`, `scheduler`) of this machine started.
 
-    Reads ``/proc/*/environ`` (the environment a process was started with; readable for
-    processes of the same user), about a millisecond per hundred processes. None where there
-    is no /proc to read.
+    What an `ork worker` of this machine runs for the run carries the run's marker too, but is
+    alive and the worker's own: a scheduler taking over the run, or stopping, must leave it be.
     """
-    proc = Path("/proc")
-    if not proc.is_dir():
+    return marked_processes({RUN_MARKER: run_id}, unmarked=(WORKER_MARKER,))
+
+
+def marked_processes(
+    markers: Mapping[str, str], *, unmarked: Collection[str] = (),
+) -> dict[int, tuple[str, int]] | None:
+    """Live processes whose environment has all of `markers` and none of the `unmarked` variables.
+
+    Returns pid -> (task name, process group). Reads ``/proc/*/environ`` (the environment a
+    process was started with; readable for processes of the same user), about a millisecond
+    per hundred processes. None where there is no /proc to read.
+    """
+    if not Path("/proc").is_dir():
         return None
     wanted = [f"{key}={value}".encode() for key, value in markers.items()]
-    task_prefix = f"{TASK_MARKER}=".encode()
+    unwanted = tuple(f"{key}=".encode() for key in unmarked)
     found: dict[int, tuple[str, int]] = {}
+    for pid, variables in _environments():
+        if not all(marker in variables for marker in wanted):
+            continue
+        if unwanted and any(v.startswith(unwanted) for v in variables):
+            continue
+        with contextlib.suppress(OSError):
+            found[pid] = (_value(variables, TASK_MARKER), os.getpgid(pid))
+    return found
+
+
+def processes_with(variable: str) -> dict[int, tuple[str, int]] | None:
+    """Live processes whose environment sets `variable`: pid -> (its value, process group); None without /proc."""
+    if not Path("/proc").is_dir():
+        return None
+    prefix = f"{variable}=".encode()
+    found: dict[int, tuple[str, int]] = {}
+    for pid, variables in _environments():
+        if any(v.startswith(prefix) for v in variables):
+            with contextlib.suppress(OSError):
+                found[pid] = (_value(variables, variable), os.getpgid(pid))
+    return found
+
+
+def _environments() -> Iterator[tuple[int, list[bytes]]]:
+    """Every other process's pid and environment (``NAME=value`` items), as far as /proc lets this one read."""
     me = os.getpid()
-    for name in os.listdir(proc):
+    for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == me:
             continue
         try:
             with open(f"/proc/{name}/environ", "rb") as fh:
-                variables = fh.read().split(b"\0")
-            if not all(marker in variables for marker in wanted):
-                continue
-            pgid = os.getpgid(int(name))
+                data = fh.read()
         except OSError:
             continue
-        task = next((v[len(task_prefix) :].decode("utf-8", "replace") for v in variables if v.startswith(task_prefix)), "")
-        found[int(name)] = (task, pgid)
-    return found
+        yield int(name), data.split(b"\0")
+
+
+def _value(variables: list[bytes], name: str) -> str:
+    prefix = f"{name}=".encode()
+    return next((v[len(prefix) :].decode("utf-8", "replace") for v in variables if v.startswith(prefix)), "")
 
 
 def signal_group(pgid: int, sig: int) -> bool:
@@ -893,6 +933,8 @@ __all__ = [
     "end_group_async",
     "group_members",
     "marked_processes",
+    "processes_with",
+    "run_processes",
     "run_tree",
     "signal_group",
     "start_leader",

@@ -35,7 +35,7 @@ from ork_core.errors import KickoffUncertain, OrkError, RunClaimedError, Storage
 from ork_core.executors import ExecutorManager
 from ork_core.ownership import Owner
 from ork_core.plugins import Plugins
-from ork_core.proctree import KILL_WAIT, RUN_MARKER, end_group, group_members, marked_processes, signal_group
+from ork_core.proctree import KILL_WAIT, end_group, group_members, run_processes, signal_group
 from ork_core.project import Project
 from ork_core.schedules import utc_iso
 from ork_core.scratch import sweep as sweep_scratch
@@ -59,7 +59,7 @@ included, is in the task's log, whose lines are cut the same way)."""
 GROUP_COMMIT_DELAY = 0.05
 """Seconds a started process group waits to be committed, batched with the others started
 meanwhile; a task that ends sooner never writes one. `ork resume` finds a tree started in
-that window by the run id in its processes' environment (`proctree.marked_processes`)."""
+that window by the run id in its processes' environment (`proctree.run_processes`)."""
 
 
 class Reporter(Protocol):
@@ -855,6 +855,9 @@ class Scheduler:
 
     def _start_runners(self) -> None:
         """Start the attempts `_dispatch` chose: a coroutine each, or for those with a queue, one enqueue for all."""
+        if self._abandoned:  # the commit that made them was fenced off
+            self._drop_unstarted()
+            return
         queued: list[tuple[TaskState, str]] = []
         for st in self._to_start:
             queue = self._queue_of(st.spec)
@@ -869,6 +872,8 @@ class Scheduler:
                 self._release(st)
                 self._apply_outcome(st, outcome)
             self._commit()  # the deferrals' handles are committed before they are tracked
+            if self._abandoned:
+                self._drop_unstarted()
             self._redispatch = True  # their slots are free again, and no event will say so
 
     def _enqueue_work(self, attempts: list[tuple[TaskState, str]]) -> list[Outcome]:
@@ -905,6 +910,18 @@ class Scheduler:
         }
         st.resume_adopt = False
         return payload
+
+    def _drop_unstarted(self) -> None:
+        """A commit was fenced off: the attempts it would start, the jobs it would track or cancel, are not this process's.
+
+        The new owner read the run without them and starts them itself; started here as well,
+        a task would run twice (enqueued work is keyed by its try, but a local task is not).
+        """
+        for st in self._to_start:
+            self._release(st)
+        self._to_start = []
+        self._to_track = []
+        self._cancel_deferred.clear()
 
     def _runner_done(self, name: str, attempt: int, runner: asyncio.Task[None]) -> None:
         """A safety net: an attempt whose coroutine died without reporting must not hang the run."""
@@ -1002,7 +1019,7 @@ class Scheduler:
 
     def _kill_local_trees(self) -> None:
         """SIGKILL every process that carries this run's id (the second signal: no grace)."""
-        for _, pgid in (marked_processes({RUN_MARKER: self.run_id}) or {}).values():
+        for _, pgid in (run_processes(self.run_id) or {}).values():
             signal_group(pgid, signal.SIGKILL)
 
     async def _end_local_trees(self) -> bool:
@@ -1011,12 +1028,11 @@ class Scheduler:
         The trees end with their tasks' cancellation; this is the confirmation, and it also
         covers an `isolation: process` child whose ending runs on after its task reported.
         """
-        markers = {RUN_MARKER: self.run_id}
         delay = 0.01
         for grace in (0.0 if self._stop_now else self.kill_grace, KILL_WAIT):
             deadline = time.monotonic() + grace
             while True:
-                marked = marked_processes(markers)
+                marked = run_processes(self.run_id)
                 if not marked:
                     return True
                 if time.monotonic() >= deadline or self._stop_now:
@@ -1025,7 +1041,7 @@ class Scheduler:
                 delay = min(delay * 2, 0.1)
             for _, pgid in marked.values():
                 signal_group(pgid, signal.SIGKILL)
-        return not marked_processes(markers)
+        return not run_processes(self.run_id)
 
     def _cancel_all(self) -> None:
         if self._cancelling:
@@ -1236,7 +1252,7 @@ class Scheduler:
         it committed. A recorded group is ended only if one of its members carries the id,
         so a group id that was reused by an unrelated process is left alone.
         """
-        marked = marked_processes({RUN_MARKER: self.run_id})
+        marked = run_processes(self.run_id)
         if marked is None:  # no /proc: the recorded groups are all there is to go by
             groups = set(recorded.values())
         else:
@@ -1332,8 +1348,13 @@ def resume_scheduler(
     *, project: Project, plugins: Plugins, storage: Storage, run_id: str, reporter: Reporter | None = None,
     max_concurrency: int | None = None, poll_interval: float | None = None, force: bool = False,
     shared: SharedSlots | None = None, queue_tracker: workqueue.QueueTracker | None = None,
+    lease: float | None = None,
 ) -> Scheduler:
-    """A scheduler that continues `run_id` from its stored state and workflow snapshot."""
+    """A scheduler that continues `run_id` from its stored state and workflow snapshot.
+
+    `lease`: claim it leased for that many seconds (`ork scheduler`), not for as long as this
+    process lives (`ork resume`).
+    """
     from ork_core.workflow import CompiledWorkflow
 
     record = storage.get_run(run_id)
@@ -1342,7 +1363,7 @@ def resume_scheduler(
     # Claimed before anything else: the run is read again, and leftovers are ended, only by
     # the winner. Should this fail later on, the claim stays with this process: it can
     # resume again, and once it exits the dead owner is claimable.
-    owner = _claim_for_resume(storage, record, force=force)
+    owner = _claim_for_resume(storage, record, force=force, lease=lease)
     record = storage.get_run(run_id)  # as left by whoever held it before the claim
     if record.status in ("success", "failed", "cancelled"):
         storage.release_run(run_id, owner)
@@ -1359,7 +1380,7 @@ def resume_scheduler(
     return scheduler
 
 
-def _claim_for_resume(storage: Storage, record: Any, *, force: bool) -> str:
+def _claim_for_resume(storage: Storage, record: Any, *, force: bool, lease: float | None = None) -> str:
     """Claim the run for this process before anything else happens to it, or refuse.
 
     A run nobody holds, or held by a dead process, is taken by a compare-and-set from the
@@ -1370,7 +1391,7 @@ def _claim_for_resume(storage: Storage, record: Any, *, force: bool) -> str:
     current = record.owner
     if current is not None and current != me and not force and Owner.parse(current).alive():
         raise _claimed(record.id, current, first=True)
-    found = storage.claim_run(record.id, me, expected=current)
+    found = storage.claim_run(record.id, me, expected=current, lease=lease)
     if found != me:
         raise _claimed(record.id, found, first=False)
     return me

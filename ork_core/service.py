@@ -374,7 +374,6 @@ class Service:
                 k = self._group(record)
                 active[k] = active.get(k, 0) + 1
         wanted: dict[str, RunRecord] = {}
-        unleased = False
         for record in unfinished:
             mine = self.active.get(record.id)
             if mine is not None:
@@ -387,7 +386,6 @@ class Service:
                 # a process of this host that is gone: no need to wait for its lease to end;
                 # resume's compare-and-set from that owner lets one of several claimants win
                 self._start(record)
-                unleased = True
                 continue
             if record.owner is not None and record.lease_until is None:
                 continue  # held through claim_run (`ork run`, `ork resume`) by a live process
@@ -398,8 +396,6 @@ class Service:
                     continue  # waits, in order: a later tick of the same schedule waits behind it
                 active[k] = active.get(k, 0) + 1
             wanted[record.id] = record  # unheld, or leased by another: storage knows if that lease ended
-        if unleased:
-            self.renew_leases()  # what resume's claim took gets its lease now, not a pass later
         if not wanted:
             return
         ids = list(islice(wanted, MAX_CLAIMS_PER_PASS))
@@ -416,6 +412,7 @@ class Service:
             scheduler = resume_scheduler(
                 project=self.project, plugins=self.plugins, storage=self.storage, run_id=record.id,
                 reporter=RunLog(self.log, record.id, label), shared=self.slots, queue_tracker=self.queue_tracker,
+                lease=self.lease,  # from a dead owner: leased in the claim itself, never held without one
             )
         except RunClaimedError:
             return  # another process took it first

@@ -30,7 +30,9 @@ from ork_core.errors import OrkError, StorageError, TaskError
 from ork_core.executors import ExecutorManager
 from ork_core.ownership import Owner
 from ork_core.plugins import Plugins
-from ork_core.proctree import KILL_WAIT, marked_processes, signal_group, task_markers
+from ork_core.proctree import (
+    KILL_WAIT, WORKER_MARKER, end_group, marked_processes, processes_with, signal_group, task_markers,
+)
 from ork_core.project import Project
 from ork_core.scheduler import (
     MAX_ERROR, STOP_SIGNALS, Scheduler, StorageSink, call_executor, encode_output, task_context, task_raised,
@@ -90,9 +92,14 @@ class Worker:
                 loop.add_signal_handler(sig, self._stop, sig)
                 installed.append(sig)
         self._pool = DaemonPool("ork-worker")
+        await asyncio.to_thread(self._end_orphans)
         self.storage.heartbeat_worker(self.id, self.host, os.getpid(), self.queues)
         print(f"ork worker {self.name} serving {', '.join(self.queues)} (concurrency {self.concurrency})", flush=True)
         next_beat = time.monotonic() + self.lease / 3
+        # inherited by every task process: a scheduler of this machine that takes over one of
+        # their runs, or stops, tells them from its own leftovers and leaves them to this worker
+        previous_marker = os.environ.get(WORKER_MARKER)
+        os.environ[WORKER_MARKER] = self.id
         try:
             while self._signal is None:
                 if time.monotonic() >= next_beat:
@@ -116,6 +123,10 @@ class Worker:
                     await asyncio.wait_for(self._wake.wait(), min(self.poll, max(0.01, next_beat - time.monotonic())))
             await self._stop_running()
         finally:
+            if previous_marker is None:
+                os.environ.pop(WORKER_MARKER, None)
+            else:
+                os.environ[WORKER_MARKER] = previous_marker
             for sig in installed:
                 loop.remove_signal_handler(sig)
             with contextlib.suppress(Exception):
@@ -125,6 +136,20 @@ class Worker:
             await self.executors.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
         return self._signal or 0
+
+    def _end_orphans(self) -> None:
+        """End what killed workers of this host left running: their attempts are lost, and retried elsewhere.
+
+        A worker killed outright (kill -9, the OOM killer) cannot end its attempts' process
+        trees; they would run on beside the retry. Found by the worker id they inherited
+        (`WORKER_MARKER`) whose process is gone, as `ork resume` finds a killed ork's.
+        """
+        found = (processes_with(WORKER_MARKER) or {}).values()
+        # only a worker id (host/pid/start) whose process is gone: an empty or foreign value is no orphan
+        groups = {pgid for token, pgid in found if token.count("/") == 2 and not Owner.parse(token).alive()}
+        for pgid in sorted(groups):
+            print(f"ending process group {pgid}, left running by a killed worker", flush=True)
+            end_group(pgid, grace=self.kill_grace)
 
     def _ended(self, item_id: str, _task: asyncio.Task[None]) -> None:
         self._running.pop(item_id, None)

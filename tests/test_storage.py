@@ -17,6 +17,7 @@ import pytest
 
 from orkhelpers import Cli, ork_subprocess, write
 from ork_core.errors import StorageError
+from ork_core.storage.base import NewWork
 from ork_core.storage.sqlite import SCHEMA_VERSION, SQLiteStorage
 
 WF = "name: w\ntasks:\n  a: {file: tasks.py, function: f}\n"
@@ -270,3 +271,30 @@ def test_a_run_that_has_not_finished_has_no_duration() -> None:
                         status="stopped", created_at=1.0, started_at=2.0, finished_at=None, pid=None, error=None)
     assert started.duration is None
     assert RunRecord(**{**started.__dict__, "status": "success", "finished_at": 5.5}).duration == 3.5
+
+
+def test_an_item_whose_finish_commits_as_its_lease_ends_is_reported_succeeded_or_lost_never_both(tmp_path: Path) -> None:
+    """A worker's finish_work checks the lease, then commits; a poll in between must not call the item lost.
+
+    (The scheduler retries a lost attempt: the task would run again after its success.) The
+    finish's transaction is held open past the lease here, as a slow commit would be.
+    """
+    import threading
+
+    storage = SQLiteStorage(f"sqlite:///{tmp_path / 'ork.db'}")
+    [item] = storage.enqueue_work([NewWork("r", "t", 1, "q", "key-1", {})], 1.0)
+    assert [i.id for i in storage.claim_work("w1", ["q"], 0.5, 1)] == [item]
+    worker = sqlite3.connect(tmp_path / "ork.db", isolation_level=None, timeout=30, check_same_thread=False)
+    worker.execute("BEGIN IMMEDIATE")
+    assert worker.execute("UPDATE work_items SET status='success', output='1' WHERE id=? AND worker='w1'"
+                          " AND status='running' AND lease_until >= ?", (item, time.time())).rowcount == 1
+    time.sleep(0.8)  # the lease ends while the commit is in flight
+    commit = threading.Timer(0.5, worker.execute, ("COMMIT",))
+    commit.start()
+    try:
+        status = storage.work_status([item])[item].status
+    finally:
+        commit.join()
+        worker.close()
+    assert (status, storage.work_status([item])[item].status) == ("success", "success")
+    storage.close()

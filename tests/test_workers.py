@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -340,3 +341,96 @@ def test_under_ork_scheduler_a_queued_task_runs_on_a_worker_and_ork_cancel_reach
     for proc in (worker, scheduler):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+
+
+def test_a_scheduler_taking_over_a_run_leaves_alone_what_a_worker_of_its_machine_runs_for_it(
+    project: Path, procs: Procs
+) -> None:
+    """A killed scheduler's successor ends the run's leftover processes on its machine: not a worker's attempt.
+
+    Both find a run's processes by the markers in their environment; an isolated task on a
+    worker carries the run's marker too. (Seen as the chaos test's kind of failure, on one host.)
+    """
+    write(project / "iso.py", """
+import os, time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+def iso(ctx) -> int:
+    with open(HERE / "ran", "a") as fh:
+        fh.write(f"iso {ctx.attempt} {os.getpid()}\\n")
+    while not (HERE / "go").exists():
+        time.sleep(0.05)
+    return ctx.attempt
+
+def local() -> str:
+    while not (HERE / "go").exists():
+        time.sleep(0.05)
+    return "local"
+""")
+    write(project / "ork.yaml", "workflows: ['w.yaml']\n")
+    write(project / "w.yaml", """
+        name: w
+        tasks:
+          iso: {file: iso.py, function: iso, queue: q, isolation: process}
+          local: {file: iso.py, function: local}
+        """)
+    db = project / ".ork" / "ork.db"
+    first = procs.start("scheduler", "--poll", "0.1")
+    procs.worker("--queue", "q")
+    assert ork(project, "trigger", "w").returncode == 0
+    wait_until(lambda: (project / "ran").exists() and rows(db, "SELECT status FROM tasks WHERE name = 'local'")
+               == [("running",)], "the isolated attempt on the worker and the local task")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    second = procs.start("scheduler", "--poll", "0.1")  # this host: the dead pid is seen, the run taken at once
+    wait_until(lambda: "resumed" in procs.log(second), "the takeover")
+    time.sleep(0.5)  # what it ends, it has ended
+    (project / "go").touch()
+    wait_until(lambda: rows(db, "SELECT status FROM runs") in ([("success",)], [("failed",)]), "the run")
+    assert rows(db, "SELECT name, status, attempt, error FROM tasks ORDER BY name") == [
+        ("iso", "success", 1, None), ("local", "success", 2, None)]
+    assert len((project / "ran").read_text().splitlines()) == 1
+
+
+def test_a_worker_restarted_on_its_machine_ends_what_its_killed_predecessor_left_running(
+    project: Path, procs: Procs
+) -> None:
+    """kill -9 cannot end a worker's `isolation: process` children: the next worker of the host does.
+
+    Else the lost attempt would run on beside its retry.
+    """
+    write(project / "iso.py", """
+import os, time
+from pathlib import Path
+
+def forever(ctx) -> int:
+    with open(Path(__file__).parent / "ran", "a") as fh:
+        fh.write(f"{ctx.attempt} {os.getpid()}\\n")
+    time.sleep(600 if ctx.attempt == 1 else 0)
+    return ctx.attempt
+""")
+    setup(project, """
+        name: w
+        tasks:
+          s: {file: iso.py, function: forever, queue: q, isolation: process, retries: 1}
+        """)
+    first = procs.worker("--queue", "q", "--lease", "1")
+    run = procs.start("run", "w.yaml", "--quiet")
+    wait_until(lambda: (project / "ran").exists() and (project / "ran").read_text(), "the first attempt")
+    child = int((project / "ran").read_text().split()[1])
+    try:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        time.sleep(0.3)
+        os.kill(child, 0)  # the child runs on
+        second = procs.worker("--queue", "q", "--lease", "1")
+        assert run.wait(timeout=60) == 0, procs.log(run)
+        wait_until(lambda: not Path(f"/proc/{child}").exists() or Path(f"/proc/{child}/stat").read_text().split()[2] == "Z",
+                   "the orphan to end", timeout=15)
+        assert "left running by a killed worker" in procs.log(second)
+        assert [line.split()[0] for line in (project / "ran").read_text().splitlines()] == ["1", "2"]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)  # (what this test's worker started)

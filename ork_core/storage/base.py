@@ -260,9 +260,9 @@ class AttemptRecord:
     error: str | None
 
 
-WORK_STATUSES = ("queued", "running", "success", "failed", "cancelled")
 LOST = "lost"
-"""What `Storage.work_status` reports for a ``running`` item whose worker's claim has expired."""
+"""What `Storage.work_status` reports for, and records on, a ``running`` item whose worker's claim has expired."""
+WORK_STATUSES = ("queued", "running", "success", "failed", "cancelled", LOST)
 
 
 @dataclass(frozen=True)
@@ -376,12 +376,19 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
-    def claim_run(self, run_id: str, owner: str, *, expected: str | None) -> str | None:
+    def claim_run(
+        self, run_id: str, owner: str, *, expected: str | None, lease: float | None = None,
+    ) -> str | None:
         """Atomically set the run's owner to `owner` if it is now `expected` (None: no owner) or `owner`.
 
         Returns the run's owner afterwards: `owner` when the claim won, otherwise the owner
         that holds it (None if it was released after `expected` was read). Raises
-        RunNotFoundError if the run does not exist.
+        RunNotFoundError if the run does not exist. Without `lease`, a claim that changes
+        hands drops the old owner's lease and one kept keeps its own; with `lease`, the
+        claim is leased for that many seconds in the same write (`ork scheduler` taking a run
+        from a dead owner: a claim without a lease is only ever checked on its own host, so a
+        scheduler killed between the claim and a later renewal would hold the run forever for
+        every scheduler elsewhere).
         """
 
     @abc.abstractmethod
@@ -543,7 +550,10 @@ class Storage(abc.ABC):
     def work_status(self, ids: Collection[str]) -> dict[str, WorkItem]:
         """The items among `ids` that exist, by id, with ``lost`` for a ``running`` one whose lease ended.
 
-        The comparison uses the database's clock where it has one, as leases do.
+        The comparison uses the database's clock where it has one, as leases do. ``lost`` is
+        recorded, atomically against `finish_work`, before it is reported: the scheduler
+        retries a lost attempt, so an item reported lost must never be finished afterwards
+        (its worker checked the lease but had not committed when the item was read).
         """
         raise self._no_workers()
 

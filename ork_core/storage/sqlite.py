@@ -29,6 +29,7 @@ from ork_core.storage.base import (
     TASK_FIELDS,
     AttemptRecord,
     JSONText,
+    LOST,
     QUEUED,
     LogLine,
     Metric,
@@ -300,13 +301,16 @@ class SQLiteStorage(Storage):
             )
         return True
 
-    def claim_run(self, run_id: str, owner: str, *, expected: str | None) -> str | None:
+    def claim_run(
+        self, run_id: str, owner: str, *, expected: str | None, lease: float | None = None,
+    ) -> str | None:
         # The UPDATE runs under SQLite's write lock: the compare-and-set.
         with self._writing() as db:
             cursor = db.execute(
                 # a claim that changes hands drops the old owner's lease; one kept keeps its own
-                "UPDATE runs SET owner=?, lease_until=CASE WHEN owner=? THEN lease_until END"
-                " WHERE id=? AND (owner IS ? OR owner=?)", (owner, owner, run_id, expected, owner)
+                "UPDATE runs SET owner=?, lease_until=CASE WHEN ? IS NOT NULL THEN ? WHEN owner=? THEN lease_until END"
+                " WHERE id=? AND (owner IS ? OR owner=?)",
+                (owner, lease, None if lease is None else time.time() + lease, owner, run_id, expected, owner),
             )
             if cursor.rowcount:
                 return owner
@@ -754,6 +758,28 @@ class SQLiteStorage(Storage):
                     f"SELECT {self._WORK_COLS} FROM work_items WHERE id IN ({','.join('?' * len(chunk))})", chunk
                 ):
                     found[row[0]] = self._work(row, now)
+        lapsed = [id for id, item in found.items() if item.status == LOST]
+        if lapsed:
+            found.update(self._record_lost(lapsed))
+        return found
+
+    def _record_lost(self, ids: list[str]) -> dict[str, WorkItem]:
+        """Record lapsed claims as lost, in a write transaction, and read back what each item is now.
+
+        The read alone cannot decide: a worker's finish_work may have checked its lease and
+        not committed yet. Under the write lock that finish is either committed (the item is
+        what it recorded) or not begun (it will find the item ``lost``, not ``running``).
+        """
+        found: dict[str, WorkItem] = {}
+        with self._writing() as db:
+            now = time.time()
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                db.execute(f"UPDATE work_items SET status='lost', finished_at=? WHERE id IN ({marks})"
+                           " AND status='running' AND (lease_until IS NULL OR lease_until < ?)", (now, *chunk, now))
+                for row in db.execute(f"SELECT {self._WORK_COLS} FROM work_items WHERE id IN ({marks})", chunk):
+                    found[row[0]] = self._work(row)
         return found
 
     def heartbeat_worker(self, worker: str, host: str, pid: int, queues: Sequence[str]) -> None:

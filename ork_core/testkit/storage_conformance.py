@@ -335,6 +335,24 @@ class StorageConformance:
         assert storage.renew_leases("X", ["r1"], 30.0) == {"r1"}  # a claim_run holder may take a lease
         assert storage.get_run("r1").lease_until is not None
 
+    def test_a_leased_claim_run_is_leased_in_the_same_write(self) -> None:
+        """`ork scheduler` taking a dead owner's run: killed right after, the run is free after the lease."""
+        storage = self.stored()
+        self.create(storage, "r1")
+        assert storage.claim_run("r1", "dead", expected=None) == "dead"
+        before = time.time()
+        assert storage.claim_run("r1", "A", expected="dead", lease=0.3) == "A"
+        lease_until = storage.get_run("r1").lease_until
+        assert lease_until is not None and before - 1 < lease_until < time.time() + 2
+        assert storage.claim_run("r1", "B", expected="dead", lease=30.0) == "A"  # lost the race: nothing changes
+        assert storage.get_run("r1").lease_until == lease_until
+        assert self.open().claim_runs("B", 30.0) == []
+        time.sleep(0.5)  # A died without a renewal
+        assert [r.id for r in self.open().claim_runs("B", 30.0)] == ["r1"]
+        assert storage.claim_run("r1", "B", expected=None, lease=30.0) == "B"  # one kept is leased anew
+        renewed = storage.get_run("r1").lease_until
+        assert renewed is not None and renewed > time.time() + 25
+
     def test_a_fenced_write_lands_only_while_its_owner_holds_the_run(self) -> None:
         storage = self.stored()
         self.create(storage, "r1")

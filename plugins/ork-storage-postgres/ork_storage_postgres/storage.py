@@ -32,6 +32,7 @@ from psycopg.pq import TransactionStatus
 from ork_core.errors import RunNotFoundError, StorageError, StorageWriteError
 from ork_core.secrets import mask, register_url, strip_password
 from ork_core.storage.base import (
+    LOST,
     QUEUED,
     RUN_FIELDS,
     TASK_FIELDS,
@@ -238,16 +239,21 @@ class PostgresStorage(Storage):
             raise
         return True
 
-    def claim_run(self, run_id: str, owner: str, *, expected: str | None) -> str | None:
+    def claim_run(
+        self, run_id: str, owner: str, *, expected: str | None, lease: float | None = None,
+    ) -> str | None:
         # Under READ COMMITTED a concurrent claim waits for the row, then re-evaluates the WHERE
         # on the committed owner: exactly one of two claimants that read the same owner wins.
         with self._writing() as conn:
             row = conn.execute(
-                # a claim that changes hands drops the old owner's lease; one kept keeps its own
-                "UPDATE runs SET owner = %(owner)s,"
-                " lease_until = CASE WHEN owner = %(owner)s THEN lease_until END WHERE id = %(id)s"
+                # a claim that changes hands drops the old owner's lease; one kept keeps its own;
+                # a leased claim is leased, by the server's clock, in the same statement
+                "UPDATE runs SET owner = %(owner)s, lease_until = CASE"
+                " WHEN %(lease)s::double precision IS NOT NULL"
+                " THEN extract(epoch FROM clock_timestamp()) + %(lease)s::double precision"
+                " WHEN owner = %(owner)s THEN lease_until END WHERE id = %(id)s"
                 " AND (owner IS NOT DISTINCT FROM %(expected)s OR owner = %(owner)s) RETURNING owner",
-                {"owner": owner, "id": run_id, "expected": expected},
+                {"owner": owner, "id": run_id, "expected": expected, "lease": lease},
             ).fetchone()
             if row is not None:
                 return owner
@@ -599,7 +605,28 @@ class PostgresStorage(Storage):
             f"SELECT {_WORK_COLS}, extract(epoch FROM clock_timestamp()) FROM work_items WHERE id = ANY(%s)",
             (list(ids),), write=False,
         )
-        return {r[0]: _work(r, now=float(r[15])) for r in rows}
+        found = {r[0]: _work(r, now=float(r[15])) for r in rows}
+        lapsed = [id for id, item in found.items() if item.status == LOST]
+        if lapsed:
+            found.update(self._record_lost(lapsed))
+        return found
+
+    def _record_lost(self, ids: list[str]) -> dict[str, WorkItem]:
+        """Record lapsed claims as lost, and read back what each item is now.
+
+        A read alone cannot decide: a worker's finish_work may have checked its lease and not
+        committed yet. The UPDATE waits for that row lock and re-checks the committed row, so
+        an item is lost only if its worker can no longer finish it (finish_work wants it
+        ``running``): never lost to the scheduler and succeeded in storage.
+        """
+        with self._writing() as conn:
+            conn.execute(
+                "UPDATE work_items SET status = 'lost', finished_at = extract(epoch FROM clock_timestamp())"
+                " WHERE id = ANY(%s) AND status = 'running' AND lease_until < extract(epoch FROM clock_timestamp())",
+                (ids,),
+            )
+            rows = conn.execute(f"SELECT {_WORK_COLS} FROM work_items WHERE id = ANY(%s)", (ids,)).fetchall()
+        return {r[0]: _work(r) for r in rows}
 
     def heartbeat_worker(self, worker: str, host: str, pid: int, queues: Sequence[str]) -> None:
         self._statement(

@@ -10,7 +10,7 @@ import pytest
 from psycopg import sql
 
 from ork_core.errors import StorageError, StorageWriteError
-from ork_core.storage.base import LogLine, RunUpdate
+from ork_core.storage.base import LogLine, NewWork, RunUpdate
 from ork_storage_postgres import migrations
 from ork_storage_postgres.migrations import LOCK_KEY, SCHEMA_VERSION, migrate
 from ork_storage_postgres.storage import PostgresStorage
@@ -207,3 +207,28 @@ def test_claim_runs_skips_a_run_another_claimant_has_locked_instead_of_waiting(p
     storage.close()
     assert not blocked, "claim_runs waited for a row another transaction held"
     assert result == [["q2"]]
+
+
+def test_an_item_whose_finish_commits_as_its_lease_ends_is_reported_succeeded_or_lost_never_both(pg_url: str) -> None:
+    """A worker's finish_work checks the lease, then commits; a poll in between must not call the item lost.
+
+    The scheduler retries a lost attempt, so a poll that read ``running`` (the finish not yet
+    committed) and then a clock past the lease would have the task run again after its success.
+    Here the finish's transaction is held open past the lease, as a slow commit would be.
+    """
+    storage = PostgresStorage(pg_url)
+    [item] = storage.enqueue_work([NewWork("r", "t", 1, "q", "key-1", {})], 1.0)
+    assert [i.id for i in storage.claim_work("w1", ["q"], 0.5, 1)] == [item]
+    with psycopg.connect(pg_url) as worker:  # finish_work's statement, its commit delayed
+        assert worker.execute(
+            "UPDATE work_items SET status = 'success', output = '1' WHERE id = %s AND worker = 'w1'"
+            " AND status = 'running' AND lease_until >= extract(epoch FROM clock_timestamp())", (item,)).rowcount == 1
+        time.sleep(0.8)  # the lease ends while the commit is in flight
+        commit = threading.Timer(0.5, worker.commit)
+        commit.start()
+        try:
+            status = storage.work_status([item])[item].status
+        finally:
+            commit.join()
+    assert (status, storage.work_status([item])[item].status) == ("success", "success")
+    storage.close()
