@@ -439,6 +439,20 @@ def _finish(env: Env, storage: Any, result: Any, reporter: Any) -> None:
     sys.exit(0 if result.status == "success" else 1)
 
 
+def _latest_resumable(storage: Any) -> str:
+    """The newest run that started and did not finish: a queued run (`ork trigger`) is `ork scheduler`'s to start."""
+    from ork_core.storage.base import QUEUED
+
+    unfinished = storage.list_runs(1_000, unfinished=True)
+    for record in unfinished:
+        if record.status != QUEUED:
+            return str(record.id)
+    if unfinished:
+        _fail(f"no interrupted run to resume; {len(unfinished)} run(s) are queued for `ork scheduler` "
+              f"(`ork resume {unfinished[0].id}` would run the newest here)", 1)
+    _fail("no unfinished run to resume", 1)
+
+
 @main.command()
 @click.argument("run_id", required=False)
 @click.option("--concurrency", type=click.IntRange(min=1))
@@ -455,10 +469,7 @@ def resume(env: Env, run_id: str | None, concurrency: int | None, force: bool, q
         project = env.project()
         storage = env.storage(project)
         if run_id is None:
-            unfinished = storage.list_runs(1, unfinished=True)
-            if not unfinished:
-                _fail("no unfinished run to resume", 1)
-            run_id = unfinished[0].id
+            run_id = _latest_resumable(storage)
             started.append(run_id)
         reporter = _reporter(quiet)
         scheduler = resume_scheduler(

@@ -310,3 +310,30 @@ def test_resume_during_a_retry_delay_waits_for_the_rest_of_it(project: Path) -> 
     storage.close()
     assert record.status == "success" and record.attempt == 2 and record.try_number == 2
     assert record.started_at is not None and record.started_at >= due
+
+
+def test_resume_without_an_id_takes_the_newest_interrupted_run_not_a_queued_one(chain: Path) -> None:
+    log = chain / "l"
+    write(chain / "wf.yaml", f"name: w\ntasks:\n  a: {{file: tasks.py, function: step, inputs: {{name: a, log: '{log}', seconds: 5}}}}\n")
+    queued_only = ork_subprocess(["trigger", "wf.yaml"], cwd=chain)
+    queued_id, _ = queued_only.communicate(timeout=30)
+    nothing = ork_subprocess(["resume"], cwd=chain)
+    _, err = nothing.communicate(timeout=30)
+    assert nothing.returncode == 1 and "1 run(s) are queued for `ork scheduler`" in err and queued_id.strip() in err
+    proc = ork_subprocess(["run", "wf.yaml"], cwd=chain)
+    db = chain / ".ork" / "ork.db"
+    wait_for(lambda: "running" in Counter(status for _, status in _task_rows(db)))
+    kill(proc)
+    ork_subprocess(["trigger", "wf.yaml"], cwd=chain).communicate(timeout=30)  # newer, and queued
+    write(chain / "tasks.py", TASKS.replace("time.sleep(seconds)", "time.sleep(0)"))
+    resumed = ork_subprocess(["resume", "--quiet"], cwd=chain)
+    out, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, err
+    with sqlite3.connect(db) as conn:
+        by_status = Counter(status for (status,) in conn.execute("SELECT status FROM runs"))
+    assert by_status == Counter({"success": 1, "queued": 2})
+
+
+def _task_rows(db: Path) -> list[tuple[str, str]]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute("SELECT name, status FROM tasks").fetchall()
