@@ -93,6 +93,7 @@ class Worker:
                 installed.append(sig)
         self._pool = DaemonPool("ork-worker")
         await asyncio.to_thread(self._end_orphans)
+        self._forget_dead_workers()
         self.storage.heartbeat_worker(self.id, self.host, os.getpid(), self.queues)
         print(f"ork worker {self.name} serving {', '.join(self.queues)} (concurrency {self.concurrency})", flush=True)
         next_beat = time.monotonic() + self.lease / 3
@@ -136,6 +137,19 @@ class Worker:
             await self.executors.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
         return self._signal or 0
+
+    def _forget_dead_workers(self) -> None:
+        """Drop the records of killed workers of this host, so `ork workers` lists the live ones.
+
+        Only this host's: whether a worker elsewhere is gone, no process here can tell (its
+        last heartbeat in `ork workers` says how long it has been silent).
+        """
+        try:
+            for record in self.storage.list_workers():
+                if record.id != self.id and record.host == self.host and not Owner.parse(record.id).alive():
+                    self.storage.remove_worker(record.id)
+        except StorageError as exc:  # only a listing to tidy: not a reason to stop serving
+            print(f"could not tidy the list of workers: {exc}", flush=True)
 
     def _end_orphans(self) -> None:
         """End what killed workers of this host left running: their attempts are lost, and retried elsewhere.

@@ -150,6 +150,8 @@ def test_a_killed_workers_attempt_is_retried_by_another_worker_after_its_claim_e
     (history,) = rows(db, "SELECT attempt, status, error FROM attempts")
     assert history[:2] == (1, "failed") and history[2] == f"worker {os.uname().nodename}/{first.pid} lost: its claim expired"
     assert rows(db, "SELECT attempt, status FROM tasks") == [(2, "success")]
+    # the killed worker's record went when the next worker of this host started
+    assert [w["pid"] for w in json.loads(ork(project, "workers", "--json").stdout)] == [second.pid]
 
 
 def test_a_queue_nobody_serves_keeps_the_task_deferred_until_a_worker_comes(project: Path, procs: Procs) -> None:
