@@ -60,6 +60,8 @@ class QueueTracker:
 
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
+        self._owner = Owner.current().token
+        """Every run this process executes is claimed by this token (`Scheduler.owner`)."""
         self._waiting: list[asyncio.Future[dict[str, WorkItem]]] = []
         self._wanted: dict[str, None] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -116,5 +118,8 @@ class QueueTracker:
         return results
 
     def cancel(self, handle: dict[str, Any]) -> None:
-        """A cancel or timeout: the worker holding the item learns at its next renewal and ends the attempt."""
-        self._storage.cancel_work(str(handle["work_item"]))
+        """A cancel or timeout: the worker holding the item learns at its next renewal and ends the attempt.
+
+        Only while this process holds the item's run: one that lost it leaves the attempt alone.
+        """
+        self._storage.cancel_work(str(handle["work_item"]), owner=self._owner)

@@ -543,8 +543,12 @@ class Storage(abc.ABC):
         """
         raise self._no_workers()
 
-    def cancel_work(self, id: str) -> bool:
-        """Cancel a ``queued`` or ``running`` item (a user's cancel, a timeout); its worker learns at its next renewal."""
+    def cancel_work(self, id: str, owner: str | None = None) -> bool:
+        """Cancel a ``queued`` or ``running`` item (a user's cancel, a timeout); its worker learns at its next renewal.
+
+        With `owner`, only while the item's run is held by `owner`: a scheduler that lost the
+        run (paused past its lease) must not cancel the attempt the run's new owner tracks.
+        """
         raise self._no_workers()
 
     def work_status(self, ids: Collection[str]) -> dict[str, WorkItem]:

@@ -739,11 +739,12 @@ class SQLiteStorage(Storage):
             ).fetchall()
         return {r[0] for r in rows}
 
-    def cancel_work(self, id: str) -> bool:
+    def cancel_work(self, id: str, owner: str | None = None) -> bool:
         with self._writing() as db:
             cursor = db.execute(
-                "UPDATE work_items SET status='cancelled', finished_at=? WHERE id=? AND status IN ('queued','running')",
-                (time.time(), id),
+                "UPDATE work_items SET status='cancelled', finished_at=? WHERE id=? AND status IN ('queued','running')"
+                " AND (? IS NULL OR EXISTS (SELECT 1 FROM runs WHERE runs.id = work_items.run_id AND runs.owner = ?))",
+                (time.time(), id, owner, owner),
             )
         return bool(cursor.rowcount)
 

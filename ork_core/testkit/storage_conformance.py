@@ -827,6 +827,16 @@ class StorageConformance:
         assert not self.finish(storage, "w1", queued, "success", "1", None)
         assert {i.status for i in storage.work_status([queued, running]).values()} == {"cancelled"}
 
+    def test_a_cancel_by_an_owner_needs_the_items_run_to_be_held_by_it(self) -> None:
+        storage = self.stored()
+        self.create(storage, "r", owner="h/1/b:1")
+        a, b = self.enqueue(storage, 1), self.enqueue(storage, 2)
+        assert not storage.cancel_work(a, owner="h/2/b:2")  # the run is another's now
+        assert storage.work_status([a])[a].status == "queued"
+        assert self.open().cancel_work(a, owner="h/1/b:1")
+        assert storage.claim_run("r", "h/2/b:2", expected="h/1/b:1") == "h/2/b:2"
+        assert not storage.cancel_work(b, owner="h/1/b:1") and storage.cancel_work(b, owner="h/2/b:2")
+
     def test_workers_racing_to_claim_work_claim_each_item_once(self) -> None:
         storage = self.open()
         for n in range(60):

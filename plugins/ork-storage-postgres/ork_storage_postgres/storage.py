@@ -590,11 +590,12 @@ class PostgresStorage(Storage):
         )
         return {r[0] for r in rows}
 
-    def cancel_work(self, id: str) -> bool:
+    def cancel_work(self, id: str, owner: str | None = None) -> bool:
         _, count = self._statement(
             "UPDATE work_items SET status = 'cancelled', finished_at = extract(epoch FROM clock_timestamp())"
-            " WHERE id = %s AND status IN ('queued', 'running')",
-            (id,), write=True,
+            " WHERE id = %(id)s AND status IN ('queued', 'running') AND (%(owner)s::text IS NULL OR EXISTS"
+            " (SELECT 1 FROM runs WHERE runs.id = work_items.run_id AND runs.owner = %(owner)s::text))",
+            {"id": id, "owner": owner}, write=True,
         )
         return bool(count)
 
