@@ -867,7 +867,7 @@ class Scheduler:
             st.runner = asyncio.create_task(self._execute(st), name=f"ork-task-{st.spec.name}")
             st.runner.add_done_callback(functools.partial(self._runner_done, st.spec.name, st.attempt))
         self._to_start = []
-        if queued and not self._abandoned:
+        if queued:
             for (st, _), outcome in zip(queued, self._enqueue_work(queued)):
                 self._release(st)
                 self._apply_outcome(st, outcome)

@@ -6,7 +6,7 @@ idempotency key (so a resumed attempt finds the item it enqueued, never a second
 returns ``Deferred(tracker="ork.queue", handle={"work_item": id})`` (every queued attempt a
 scheduler starts in one pass is enqueued in one transaction). From there the usual
 deferral machinery carries it: the handle is committed, the triggerer polls it (one batched
-read of storage for every queued task of the run), ``ork resume`` re-adopts it, a timeout
+read of storage for the queued tasks of every run of the process), ``ork resume`` re-adopts it, a timeout
 or a cancel cancels the item. A worker whose claim expired makes the poll report the
 attempt failed, and the task's retries enqueue the next attempt as a new item.
 """

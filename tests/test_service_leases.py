@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from ork_core.project import Project
 from ork_core.scheduler import STOPPED, coerce_params, create_run
 from ork_core.service import Service
 from ork_core.storage import open_storage
+from ork_core.storage.base import Storage
 from ork_core.workflow import load_workflow
 
 TASKS = """
@@ -36,21 +38,40 @@ def gate() -> int:
 """
 
 
-def test_a_run_whose_lease_was_taken_is_abandoned_without_another_write(tmp_path: Path) -> None:
-    write(tmp_path / "tasks.py", TASKS)
+@dataclass
+class QueuedRun:
+    """A project with one workflow, a run of it queued, and two connections to its database."""
+
+    project: Project
+    plugins: Any
+    flow: Path
+    storage: Storage
+    other: Storage
+    """Another connection: what every other process sees."""
+    run_id: str
+
+
+def queued_run(tmp_path: Path, workflow: str, tasks: str = TASKS) -> QueuedRun:
+    write(tmp_path / "tasks.py", tasks)
     write(tmp_path / "ork.yaml", "{}\n")
-    flow = write(tmp_path / "w.yaml", """
-        name: w
-        tasks:
-          a: {file: tasks.py, function: quick}
-          b: {file: tasks.py, function: gate, depends_on: [a]}
-        """)
+    flow = write(tmp_path / "w.yaml", workflow)
     pm = build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"})
     project = Project.load(tmp_path, pm)
     compiled = load_workflow(flow, project)
     url = f"sqlite:///{tmp_path / '.ork' / 'ork.db'}"
     storage, other = open_storage(url, pm.registry), open_storage(url, pm.registry)
     run_id = create_run(storage, compiled, coerce_params(compiled, {}), queued=True)
+    return QueuedRun(project, pm, flow, storage, other, run_id)
+
+
+def test_a_run_whose_lease_was_taken_is_abandoned_without_another_write(tmp_path: Path) -> None:
+    q = queued_run(tmp_path, """
+        name: w
+        tasks:
+          a: {file: tasks.py, function: quick}
+          b: {file: tasks.py, function: gate, depends_on: [a]}
+        """)
+    project, pm, flow, storage, other, run_id = q.project, q.plugins, q.flow, q.storage, q.other, q.run_id
     writes: list[Any] = []
     real_write = storage.write
 
@@ -88,20 +109,13 @@ def test_a_run_whose_lease_was_taken_is_abandoned_without_another_write(tmp_path
 
 def test_a_step_of_a_scheduler_paused_past_its_lease_is_fenced_off(tmp_path: Path) -> None:
     """Its task ends before its next renewal could tell it: the commit itself is refused, and the run abandoned."""
-    write(tmp_path / "tasks.py", TASKS)
-    write(tmp_path / "ork.yaml", "{}\n")
-    flow = write(tmp_path / "w.yaml", """
+    q = queued_run(tmp_path, """
         name: w
         tasks:
           a: {file: tasks.py, function: quick}
           b: {file: tasks.py, function: gate, depends_on: [a]}
         """)
-    pm = build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"})
-    project = Project.load(tmp_path, pm)
-    compiled = load_workflow(flow, project)
-    url = f"sqlite:///{tmp_path / '.ork' / 'ork.db'}"
-    storage, other = open_storage(url, pm.registry), open_storage(url, pm.registry)
-    run_id = create_run(storage, compiled, coerce_params(compiled, {}), queued=True)
+    project, pm, flow, storage, other, run_id = q.project, q.plugins, q.flow, q.storage, q.other, q.run_id
     logged: list[str] = []
 
     async def main() -> Any:
@@ -133,19 +147,12 @@ def test_a_run_taken_from_a_dead_owner_of_this_host_is_leased_by_the_claim_itsel
     A claim without a lease is checked only on its own host (is the pid alive?): to a scheduler
     on any other host the run would be held forever. (Seen in test_chaos.py's kind of run.)
     """
-    write(tmp_path / "tasks.py", TASKS)
-    write(tmp_path / "ork.yaml", "{}\n")
-    flow = write(tmp_path / "w.yaml", """
+    q = queued_run(tmp_path, """
         name: w
         tasks:
           a: {file: tasks.py, function: quick}
         """)
-    pm = build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"})
-    project = Project.load(tmp_path, pm)
-    compiled = load_workflow(flow, project)
-    url = f"sqlite:///{tmp_path / '.ork' / 'ork.db'}"
-    storage, other = open_storage(url, pm.registry), open_storage(url, pm.registry)
-    run_id = create_run(storage, compiled, coerce_params(compiled, {}), queued=True)
+    project, pm, flow, storage, other, run_id = q.project, q.plugins, q.flow, q.storage, q.other, q.run_id
     dead = Owner(Owner.current().host, 2**22 + 12345, "gone:1").token
     assert storage.claim_run(run_id, dead, expected=None) == dead  # a scheduler of this host, killed
     seen: list[tuple[str | None, float | None]] = []
@@ -177,25 +184,18 @@ def test_a_run_taken_from_a_dead_owner_of_this_host_is_leased_by_the_claim_itsel
 
 def test_a_scheduler_whose_step_was_fenced_off_starts_none_of_the_tasks_that_step_made_ready(tmp_path: Path) -> None:
     """The refused commit said c was running: c is the new owner's to start, so this process must not run it too."""
-    write(tmp_path / "tasks.py", TASKS + """
-def c() -> int:
-    (Path(__file__).parent / "c-ran").touch()
-    return 3
-""")
-    write(tmp_path / "ork.yaml", "{}\n")
-    flow = write(tmp_path / "w.yaml", """
+    q = queued_run(tmp_path, """
         name: w
         tasks:
           a: {file: tasks.py, function: quick}
           b: {file: tasks.py, function: gate, depends_on: [a]}
           c: {file: tasks.py, function: c, depends_on: [b]}
-        """)
-    pm = build_plugin_manager({"ORK_DISABLE_PLUGINS": "1"})
-    project = Project.load(tmp_path, pm)
-    compiled = load_workflow(flow, project)
-    url = f"sqlite:///{tmp_path / '.ork' / 'ork.db'}"
-    storage, other = open_storage(url, pm.registry), open_storage(url, pm.registry)
-    run_id = create_run(storage, compiled, coerce_params(compiled, {}), queued=True)
+        """, tasks=TASKS + """
+def c() -> int:
+    (Path(__file__).parent / "c-ran").touch()
+    return 3
+""")
+    project, pm, flow, storage, other, run_id = q.project, q.plugins, q.flow, q.storage, q.other, q.run_id
 
     async def main() -> Any:
         service = Service(project=project, plugins=pm, storage=storage, paths=[flow], lease=0.3, log=lambda line: None)

@@ -33,6 +33,7 @@ from ork_core.storage.base import (
     QUEUED,
     LogLine,
     Metric,
+    NewWork,
     PauseState,
     RunOrigin,
     RunRecord,
@@ -42,10 +43,9 @@ from ork_core.storage.base import (
     TaskRecord,
     TaskUpdate,
     WorkerRecord,
-    NewWork,
     WorkItem,
     WorkOutcome,
-    check_outcomes as _check_outcomes,
+    check_outcomes,
     batch_runs,
     fence_error,
 )
@@ -711,7 +711,7 @@ class SQLiteStorage(Storage):
         return {r[0] for r in rows}
 
     def finish_work(self, worker: str, outcomes: Sequence[WorkOutcome]) -> set[str]:
-        _check_outcomes(outcomes)
+        check_outcomes(outcomes)
         recorded: set[str] = set()
         if not outcomes:
             return recorded

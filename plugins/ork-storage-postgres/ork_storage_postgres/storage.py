@@ -151,7 +151,7 @@ class PostgresStorage(Storage):
             with self._transaction() as conn:
                 yield conn
         except psycopg.Error as exc:
-            raise StorageWriteError(self.safe_url, _detail(exc), code=exc.sqlstate) from exc
+            raise self._error(exc, write=True) from exc
         except StorageWriteError:
             raise
         except StorageError as exc:  # could not connect again
@@ -164,7 +164,7 @@ class PostgresStorage(Storage):
             with self._transaction() as conn:
                 yield conn
         except psycopg.Error as exc:
-            raise StorageError(f"cannot read the state database {self.safe_url}: {_detail(exc)}") from exc
+            raise self._error(exc, write=False) from exc
 
     def _statement(self, sql: str, params: Any, *, write: bool) -> tuple[list[Any], int]:
         """One statement in autocommit, atomic by itself: one round trip where BEGIN, it and COMMIT take three.
@@ -185,14 +185,15 @@ class PostgresStorage(Storage):
                 except psycopg.OperationalError as exc:
                     if not again and conn.broken:
                         continue
-                    raise self._error(exc, write) from exc
+                    raise self._error(exc, write=write) from exc
                 except psycopg.Error as exc:
-                    raise self._error(exc, write) from exc
+                    raise self._error(exc, write=write) from exc
                 except StorageError as exc:  # could not connect again
                     raise (StorageWriteError(self.safe_url, str(exc)) if write else exc) from None
         raise AssertionError("unreachable")
 
-    def _error(self, exc: psycopg.Error, write: bool) -> StorageError:
+    def _error(self, exc: psycopg.Error, *, write: bool) -> StorageError:
+        """The server's refusal as ork's error: a write's is a StorageWriteError (the scheduler stops the run resumably)."""
         if write:
             return StorageWriteError(self.safe_url, _detail(exc), code=exc.sqlstate)
         return StorageError(f"cannot read the state database {self.safe_url}: {_detail(exc)}")
@@ -515,7 +516,7 @@ class PostgresStorage(Storage):
         if not items:
             return []
         keys = [i.key for i in items]
-        items = list({i.key: i for i in reversed(items)}.values())[::-1]  # a key once: DO UPDATE touches a row once
+        items = list({i.key: i for i in items}.values())  # a key once: DO UPDATE may touch a row only once
         # One statement of arrays: one round trip however many items. `seq` follows the
         # arrays' order (WITH ORDINALITY), the order workers claim them in. A key enqueued
         # before keeps its row; the no-op update is there so RETURNING names that row's id too.
