@@ -116,8 +116,11 @@ class Database:
 
         assert self.pg_admin is not None
         name = f"ork_bench_{os.getpid()}_{self.count}"
-        with psycopg.connect(self.pg_admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            with psycopg.connect(self.pg_admin, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+        except psycopg.Error as exc:
+            raise SystemExit(f"--pg: cannot create a database there: {' '.join(str(exc).split())}") from None
         base, _, query = self.pg_admin.partition("?")
         return base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
 
@@ -301,14 +304,24 @@ def postgres(explicit: str | None) -> Iterator[str]:
         subprocess.run(["bash", str(REPO / "scripts" / "pg-cluster.sh"), "stop", env["ORK_TEST_PG_DIR"]], check=False)
 
 
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--wide", type=int, default=5000, help="tasks of the one-run case")
-    parser.add_argument("--many", type=int, default=200, help="runs of the 20-task workflow")
-    parser.add_argument("--schedulers", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, default=8, help="--concurrency of each worker")
+    parser.add_argument("--runs", type=positive, default=3)
+    parser.add_argument("--wide", type=positive, default=5000, help="tasks of the one-run case")
+    parser.add_argument("--many", type=positive, default=200, help="runs of the 20-task workflow")
+    parser.add_argument("--schedulers", type=positive, default=2)
+    parser.add_argument("--workers", type=positive, default=4)
+    parser.add_argument("--concurrency", type=positive, default=8, help="--concurrency of each worker")
     parser.add_argument("--poll", type=float, default=1.0, help="--poll of each scheduler")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--pg", help="a PostgreSQL URL whose user may create databases (default: a throwaway cluster)")
